@@ -1,0 +1,35 @@
+"""Wire contracts of the streamrec topics: JSON messages with a ``schema_version``.
+
+The pydantic models here are the source of truth; ``schemas/*.json`` are their JSON Schema,
+shipped for producers and consumers in other languages (a test keeps them in step).
+"""
+
+from streams.contracts._codec import DecodeError, decode, decode_event, decode_item, encode
+from streams.contracts._models import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    EmbeddedItem,
+    Event,
+    EventType,
+    Item,
+    RecommendedItem,
+    Recommendation,
+    json_schemas,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "DecodeError",
+    "EmbeddedItem",
+    "Event",
+    "EventType",
+    "Item",
+    "RecommendedItem",
+    "Recommendation",
+    "decode",
+    "decode_event",
+    "decode_item",
+    "encode",
+    "json_schemas",
+]

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+# Bounds keep one hostile message from costing unbounded memory or CPU downstream.
+MAX_ID = 256
+MAX_TEXT = 8192
+MAX_LABELS = 64
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    LIKE = "like"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+Id = Field(min_length=1, max_length=MAX_ID)
+
+
+class Item(_Message):
+    """A catalog item (topic ``items``, compacted, keyed by ``item_id``)."""
+
+    item_id: str = Id
+    title: str = Field(max_length=MAX_TEXT)
+    text: str = Field("", max_length=MAX_TEXT, description="Free text embedded with the title")
+    categories: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
+    created_at: float = Field(ge=0, description="Seconds since the Unix epoch")
+
+    def embedding_text(self) -> str:
+        """What the encoder sees: title, free text and categories in one string."""
+        parts = [self.title, self.text, ", ".join(self.categories)]
+        return ". ".join(p for p in parts if p)
+
+
+class Event(_Message):
+    """A user's interaction with an item (topic ``events``, keyed by ``user_id``)."""
+
+    event_id: str = Id
+    user_id: str = Id
+    item_id: str = Id
+    type: EventType
+    value: float = Field(1.0, allow_inf_nan=False, description="Rating for type=rating, else a weight")
+    ts: float = Field(ge=0, description="Seconds since the Unix epoch")
+
+
+class RecommendedItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    item_id: str
+    score: float
+    reason: str = Field(description="Why the item is here, e.g. 'similar', 'trending', 'explore'")
+
+
+class Recommendation(_Message):
+    """One top-K list (topic ``recommendations``, keyed by ``user_id``)."""
+
+    user_id: str
+    event_id: str = Field(description="The event that triggered this list (for de-duplication)")
+    generated_at: float = Field(description="Seconds since the Unix epoch")
+    policy: str
+    items: list[RecommendedItem]
+
+
+class DeadLetter(_Message):
+    """A message the worker could not use, with why, and its original bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str = Field(description="Machine-readable code, e.g. 'invalid_json', 'schema', 'unknown_item'")
+    detail: str
+    original_b64: str = Field(description="The original value, base64")
+    key_b64: str | None = None
+    failed_at: float
+
+
+class EmbeddedItem(_Message):
+    """An item with its embedding (internal compacted topic ``<items>-vectors``).
+
+    Written once per item version by the items agent, read in full by every worker, so the
+    encoder runs once per item however many workers there are.
+    """
+
+    item: Item
+    vector_b64: str = Field(description="Little-endian float32 embedding, base64")
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each topic's messages, by topic role."""
+    return {
+        "items": Item.model_json_schema(),
+        "events": Event.model_json_schema(),
+        "recommendations": Recommendation.model_json_schema(),
+        "dead_letter": DeadLetter.model_json_schema(),
+    }

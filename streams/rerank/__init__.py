@@ -1,0 +1,11 @@
+"""Rerankers: turn scored candidates into a short, diversified list.
+
+One interface (:class:`Reranker`), one algorithm per module. Later policies (DPP,
+calibration, exploration) plug in here without touching the streaming code.
+"""
+
+from streams.rerank.base import Reranker
+from streams.rerank.mmr import MMR
+from streams.rerank.relevance import TopK
+
+__all__ = ["MMR", "Reranker", "TopK"]

@@ -1,0 +1,104 @@
+"""The items a worker can recommend: metadata, embeddings, popularity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.retrieval.index import ExactIndex, VectorIndex
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    item_id: str
+    title: str
+    categories: tuple[str, ...] = ()
+
+
+class Catalog:
+    """Items addressed by id and by a dense row number shared with the vector index.
+
+    Popularity is an exponentially decayed engagement count (half-life in engagements),
+    kept with a growing scale factor so one update touches one row, not the whole catalog.
+
+    >>> c = Catalog(dim=2)
+    >>> c.upsert([CatalogItem("a", "A"), CatalogItem("b", "B")], np.eye(2, dtype=np.float32))
+    >>> c.record_engagement("b", 1.0)
+    >>> len(c), c.row("b"), c.popular(1)[0].tolist()
+    (2, 1, [1])
+    """
+
+    def __init__(self, dim: int, index: VectorIndex | None = None, popularity_half_life: float = 5000.0) -> None:
+        self.dim = dim
+        self.index: VectorIndex = index if index is not None else ExactIndex(dim)
+        self.items: list[CatalogItem] = []
+        self._rows: dict[str, int] = {}
+        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self._pop = np.zeros(0, dtype=np.float64)
+        self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
+        self._pop_scale = 1.0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._rows
+
+    def row(self, item_id: str) -> int:
+        return self._rows[item_id]
+
+    def rows(self, item_ids: list[str]) -> npt.NDArray[np.int64]:
+        """Rows of the ids known to the catalog (unknown ids are skipped)."""
+        return np.fromiter((self._rows[i] for i in item_ids if i in self._rows), dtype=np.int64)
+
+    def vector(self, item_id: str) -> F32 | None:
+        row = self._rows.get(item_id)
+        return None if row is None else self.vectors[row]
+
+    def upsert(self, items: list[CatalogItem], vectors: F32) -> None:
+        """Add new items or replace changed ones (same id keeps its row)."""
+        if len(items) != len(vectors):
+            raise ValueError("one vector per item")
+        rows = np.empty(len(items), dtype=np.int64)
+        for i, item in enumerate(items):
+            row = self._rows.get(item.item_id)
+            if row is None:
+                row = len(self.items)
+                self._rows[item.item_id] = row
+                self.items.append(item)
+            else:
+                self.items[row] = item
+            rows[i] = row
+        if len(self.items) > len(self.vectors):
+            cap = max(len(self.items), 2 * len(self.vectors), 64)
+            vectors_grown = np.zeros((cap, self.dim), dtype=np.float32)
+            vectors_grown[: len(self.vectors)] = self.vectors
+            self.vectors = vectors_grown
+            self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
+        self.vectors[rows] = vectors
+        self.index.upsert(rows, vectors.astype(np.float32, copy=False))
+
+    def record_engagement(self, item_id: str, weight: float) -> None:
+        row = self._rows.get(item_id)
+        if row is None or weight <= 0:
+            return
+        self._pop_scale *= self._pop_growth
+        if self._pop_scale > 1e100:  # renormalise long before float64 overflows
+            self._pop /= self._pop_scale
+            self._pop_scale = 1.0
+        self._pop[row] += weight * self._pop_scale
+
+    def popularity(self) -> npt.NDArray[np.float64]:
+        """Decayed engagement count of every item, by row."""
+        return self._pop[: len(self.items)] / self._pop_scale
+
+    def popular(self, n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The ``n`` most popular rows and their popularity, best first (ties by row)."""
+        pop = self.popularity()
+        n = min(n, len(pop))
+        order = np.lexsort((np.arange(len(pop)), -pop))[:n]
+        return order.astype(np.int64), pop[order]

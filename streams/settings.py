@@ -1,0 +1,73 @@
+"""One settings object for the whole app, read from ``STREAMREC_*`` environment variables.
+
+Every field below is one environment variable: the field name upper-cased with the
+``STREAMREC_`` prefix (``kafka_bootstrap`` -> ``STREAMREC_KAFKA_BOOTSTRAP``).
+
+>>> s = Settings(k=5)
+>>> s.k, s.topic_events
+(5, 'events')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EncoderKind = Literal["triton", "local"]
+#: The reranking policies the worker knows; later policies (dpp, calibrated, ...) join this list.
+Policy = Literal["relevance", "mmr"]
+
+
+def default_cache_dir() -> Path:
+    """Where local Kafka jars, broker data and the Triton model repository live (git-ignored)."""
+    return Path(__file__).resolve().parent.parent / ".cache"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of a streamrec worker, the CLI and the local real parts."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    app_id: str = Field("streamrec", description="Faust app id: consumer group and changelog topic prefix")
+    topic_items: str = Field("items", description="Catalog topic (compacted, keyed by item_id)")
+    topic_events: str = Field("events", description="Click/view events topic (keyed by user_id)")
+    topic_recommendations: str = Field("recommendations", description="Output topic (keyed by user_id)")
+    topic_dead_letter: str = Field("events-dlq", description="Malformed input with its reason")
+    partitions: int = Field(4, ge=1, description="Partitions of the topics the worker creates")
+    session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout")
+
+    # --- Encoder ---------------------------------------------------------------------
+    encoder: EncoderKind = Field("triton", description="'triton' (gRPC to Triton) or 'local' (in-process)")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port")
+    triton_model: str = Field("text_encoder", description="Name of the encoder model in Triton")
+    encoder_batch_size: int = Field(64, ge=1, description="Texts per encoder request")
+    encoder_timeout_s: float = Field(30.0, gt=0, description="Timeout of one encoder request")
+
+    # --- Recommendation --------------------------------------------------------------
+    k: int = Field(10, ge=1, le=500, description="Length of each recommendation list")
+    policy: Policy = Field("mmr", description="Reranking policy")
+    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = pure relevance")
+    candidates: int = Field(200, ge=1, description="Candidates retrieved before reranking")
+    interest_half_life: float = Field(20.0, gt=0, description="Half-life of the interest vector, in events")
+    history_size: int = Field(50, ge=1, description="Engaged items remembered per user (excluded from lists)")
+
+    # --- Worker ----------------------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP endpoint")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint")
+    data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "worker", description="Faust table data")
+    batch_size: int = Field(500, ge=1, description="Events per micro-batch")
+    batch_timeout_s: float = Field(0.01, gt=0, description="Longest wait to fill a micro-batch")
+
+    # --- Local real parts ------------------------------------------------------------
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")
+
+
+def env_var_names() -> list[str]:
+    """Every environment variable the settings object reads (used by docs and manifest tests)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    return [f"{prefix}{name}".upper() for name in Settings.model_fields]

@@ -1,0 +1,67 @@
+"""Rerankers: distinct, bounded, relevance-only at the lambda=1 end, and MMR really diversifies."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.rerank import MMR, TopK
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> npt.NDArray[np.float32]:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), k=st.integers(0, 15), lam=st.floats(0, 1), seed=st.integers(0, 2**16))
+def test_mmr_returns_min_k_n_distinct_positions(n: int, k: int, lam: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rel = rng.random(n).astype(np.float32)
+    picks = MMR(lam).select(rel, unit_rows(rng, n, 8), k)
+    assert len(picks) == min(k, n)
+    assert len(set(picks.tolist())) == len(picks)
+    assert all(0 <= p < n for p in picks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 15), seed=st.integers(0, 2**16))
+def test_mmr_at_lambda_one_is_plain_top_k(n: int, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rel = rng.random(n).astype(np.float32)
+    emb = unit_rows(rng, n, 8)
+    assert MMR(1.0).select(rel, emb, k).tolist() == TopK().select(rel, emb, k).tolist()
+
+
+def test_mmr_lowers_intra_list_similarity() -> None:
+    rng = np.random.default_rng(7)
+    # Three tight clusters; the most relevant items all sit in cluster 0.
+    centres = unit_rows(rng, 3, 16)
+    emb = np.repeat(centres, 20, axis=0) + 0.05 * rng.normal(size=(60, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    rel = np.concatenate([0.9 + 0.05 * rng.random(20), 0.6 + 0.05 * rng.random(40)]).astype(np.float32)
+
+    def mean_pairwise_cos(picks: npt.NDArray[np.intp]) -> float:
+        e = emb[picks]
+        sims = e @ e.T
+        return float((sims.sum() - np.trace(sims)) / (len(picks) * (len(picks) - 1)))
+
+    plain = TopK().select(rel, emb, 6)
+    diverse = MMR(0.5).select(rel, emb, 6)
+    assert {p // 20 for p in plain.tolist()} == {0}
+    assert {p // 20 for p in diverse.tolist()} == {0, 1, 2}
+    assert mean_pairwise_cos(diverse) < mean_pairwise_cos(plain) - 0.3
+    assert diverse[0] == plain[0]  # the first pick is always the most relevant
+
+
+def test_rerank_maps_positions_to_candidates_and_checks_lengths() -> None:
+    emb = np.eye(3, dtype=np.float32)
+    rel = np.array([0.1, 0.3, 0.2], dtype=np.float32)
+    assert MMR(0.7).rerank(["a", "b", "c"], rel, emb, 2) == ["b", "c"]
+    with pytest.raises(ValueError):
+        MMR(0.7).rerank(["a", "b"], rel, emb, 2)
+    with pytest.raises(ValueError):
+        MMR(1.5)
