@@ -1,0 +1,245 @@
+"""A real Triton Inference Server (CPU, python backend) for development and tests.
+
+The server binary comes from the ``nvidia-pytriton`` wheel unpacked into ``.venv-triton`` (``make``).
+Everything the running server owns lives in one ``home`` folder: the python-backend copy with the stub
+for this interpreter, ``triton.log`` and ``triton.pid``, so a later process can find and stop it.
+
+>>> TritonServer(home=Path("/tmp/th"), model_repository=Path("/tmp/mr"), grpc_port=18001).url
+'127.0.0.1:18001'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TritonServer", "find_tritonserver"]
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_LOG = "triton.log"
+_PID = "triton.pid"
+
+
+def find_tritonserver() -> Path:
+    """Return the wheel's install folder: ``$STREAMREC_TRITON_HOME``, else ``<repo root>/.venv-triton``."""
+    env = os.environ.get("STREAMREC_TRITON_HOME")
+    candidates = [Path(env)] if env else [REPO_ROOT / ".venv-triton"]
+    for root in candidates:
+        if (root / "pytriton" / "tritonserver" / "bin" / "tritonserver").is_file():
+            return root.resolve()
+    raise RuntimeError(
+        f"tritonserver not found in {', '.join(map(str, candidates))}: run `make` "
+        "(it installs the nvidia-pytriton wheel into .venv-triton) or set STREAMREC_TRITON_HOME"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a dead child of ours that nobody reaped yet still answers kill(0)
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _is_tritonserver(pid: int) -> bool:
+    """Guard against a stale pidfile whose pid now belongs to some other program."""
+    try:
+        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return _pid_alive(pid)  # no /proc (not Linux): trust the pidfile
+
+
+@dataclass
+class TritonServer:
+    """One local ``tritonserver`` process serving ``model_repository`` on 127.0.0.1."""
+
+    home: Path
+    model_repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    model: str = "text_encoder"
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        """gRPC endpoint, ``host:port``, as :class:`encoders.TritonEncoder` takes it."""
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / _LOG
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / _PID
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        """Whether the process named by the pidfile is alive (started here or by another process)."""
+        pid = self._pid()
+        return pid is not None and _pid_alive(pid) and _is_tritonserver(pid)
+
+    def _prepare_backend(self, triton_home: Path) -> Path:
+        """Copy the python backend with the stub built for this Python version into ``home/backends``."""
+        server = triton_home / "pytriton" / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise RuntimeError(f"the Triton python backend has no stub for Python {version} ({stub})")
+        backends = self.home / "backends"
+        shutil.copytree(server / "backends", backends, dirs_exist_ok=True)
+        shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+        return backends
+
+    def _prepare_stub_env(self, triton_home: Path) -> Path:
+        """Make ``home/stub-env``, a bare venv whose site-packages puts numpy<2 before this venv's.
+
+        The stub embeds this Python in isolated mode (PYTHONPATH is ignored) and takes its
+        sys.prefix from the first ``python3`` on PATH, so a venv is the way to hand it packages.
+        Its pybind11 predates numpy 2 and garbles arrays under it (BYTES inputs decode as junk),
+        hence numpy 1.26 from ``.venv-triton/stub-site`` ahead of the app's numpy 2; torch and
+        transformers come from the app venv, added with addsitedir so its .pth files count too.
+        """
+        numpy1 = triton_home / "stub-site"
+        if not (numpy1 / "numpy").is_dir():
+            raise RuntimeError(f"numpy<2 for the Triton python stub is missing from {numpy1}: run `make`")
+        env_dir = self.home / "stub-env"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        site = env_dir / "lib" / f"python{version}" / "site-packages"
+        (env_dir / "bin").mkdir(parents=True, exist_ok=True)
+        site.mkdir(parents=True, exist_ok=True)
+        base = Path(getattr(sys, "_base_executable", sys.executable))
+        cfg = [f"home = {base.parent}", "include-system-site-packages = false", f"version = {version}"]
+        (env_dir / "pyvenv.cfg").write_text("\n".join(cfg) + "\n")
+        python3 = env_dir / "bin" / "python3"
+        python3.unlink(missing_ok=True)
+        python3.symlink_to(base)
+        app_sites = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+        lines = [str(numpy1), *(f"import site; site.addsitedir({p!r})" for p in app_sites)]
+        (site / "streamrec_stub.pth").write_text("\n".join(lines) + "\n")
+        return env_dir
+
+    def _env(self, triton_home: Path, stub_env: Path) -> dict[str, str]:
+        env = os.environ.copy()
+        # LIBDIR first: the stub must load the libpython of this interpreter, not the system's one
+        libs = [str(sysconfig.get_config_var("LIBDIR")), str(triton_home / "nvidia_pytriton.libs")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+        env["PATH"] = os.pathsep.join([str(stub_env / "bin"), env.get("PATH", os.defpath)])
+        env["HF_HUB_OFFLINE"] = "1"
+        return env
+
+    def start(self, timeout_s: float = 180) -> None:
+        """Start the server, wait until the model is ready; on failure stop it and raise with the log tail."""
+        if self.is_running():
+            raise RuntimeError(f"a Triton server from {self.home} is already running (pid {self._pid()})")
+        triton_home = find_tritonserver()
+        self.home.mkdir(parents=True, exist_ok=True)
+        backends = self._prepare_backend(triton_home)
+        stub_env = self._prepare_stub_env(triton_home)
+        cmd = [
+            str(triton_home / "pytriton" / "tritonserver" / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository.resolve()}",
+            f"--backend-directory={backends}",
+            "--exit-timeout-secs=5",
+            f"--http-address={HOST}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={HOST}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={HOST}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+        ]
+        with self.log_file.open("wb") as log:
+            # own session: a Ctrl-C in the shell does not hit it, and stop() can signal the whole group
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self._env(triton_home, stub_env), start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        ready_url = f"http://{HOST}:{self.http_port}/v2/models/{self.model}/ready"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self._proc.returncode}\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet, or model still loading (400)
+            time.sleep(0.25)
+        raise TimeoutError(f"model {self.model!r} not ready after {timeout_s}s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM the server's process group, SIGKILL after ``timeout_s``; a no-op if it is not running."""
+        pid = self._pid()
+        if pid is not None and _pid_alive(pid) and _is_tritonserver(pid):
+            # SIGTERM to the server alone: it unloads the model and stops its stubs itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout_s):
+                self._kill_group(pid)
+                self._wait_exit(pid, 5)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1)  # reap our child
+            self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        # the group (own session, led by the server) holds the python-backend stubs too
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=0.1)
+                    return True
+            elif not _pid_alive(pid):
+                return True
+            else:
+                time.sleep(0.1)
+        return False
