@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EncoderKind = Literal["triton", "local"]
+IndexKind = Literal["exact", "hnsw"]
 #: The reranking policies the worker knows; later policies (dpp, calibrated, ...) join this list.
 Policy = Literal["relevance", "mmr"]
 
@@ -32,36 +33,39 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
 
     # --- Kafka -----------------------------------------------------------------------
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    app_id: str = Field("streamrec", description="Faust app id: consumer group and changelog topic prefix")
-    topic_items: str = Field("items", description="Catalog topic (compacted, keyed by item_id)")
-    topic_events: str = Field("events", description="Click/view events topic (keyed by user_id)")
-    topic_recommendations: str = Field("recommendations", description="Output topic (keyed by user_id)")
-    topic_dead_letter: str = Field("events-dlq", description="Malformed input with its reason")
-    partitions: int = Field(4, ge=1, description="Partitions of the topics the worker creates")
-    session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    app_id: str = Field(default="streamrec", description="Faust app id: consumer group and changelog topic prefix")
+    topic_items: str = Field(default="items", description="Catalog topic (compacted, keyed by item_id)")
+    topic_events: str = Field(default="events", description="Click/view events topic (keyed by user_id)")
+    topic_recommendations: str = Field(default="recommendations", description="Output topic (keyed by user_id)")
+    topic_dead_letter: str = Field(default="events-dlq", description="Malformed input with its reason")
+    partitions: int = Field(default=4, ge=1, description="Partitions of the topics the worker creates")
+    session_timeout_s: float = Field(default=10.0, gt=0, description="Consumer group session timeout")
 
     # --- Encoder ---------------------------------------------------------------------
-    encoder: EncoderKind = Field("triton", description="'triton' (gRPC to Triton) or 'local' (in-process)")
-    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port")
-    triton_model: str = Field("text_encoder", description="Name of the encoder model in Triton")
-    encoder_batch_size: int = Field(64, ge=1, description="Texts per encoder request")
-    encoder_timeout_s: float = Field(30.0, gt=0, description="Timeout of one encoder request")
+    encoder: EncoderKind = Field(default="triton", description="'triton' (gRPC to Triton) or 'local' (in-process)")
+    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC endpoint host:port")
+    triton_model: str = Field(default="text_encoder", description="Name of the encoder model in Triton")
+    encoder_batch_size: int = Field(default=64, ge=1, description="Texts per encoder request")
+    encoder_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one encoder request")
 
     # --- Recommendation --------------------------------------------------------------
-    k: int = Field(10, ge=1, le=500, description="Length of each recommendation list")
-    policy: Policy = Field("mmr", description="Reranking policy")
-    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = pure relevance")
-    candidates: int = Field(200, ge=1, description="Candidates retrieved before reranking")
-    interest_half_life: float = Field(20.0, gt=0, description="Half-life of the interest vector, in events")
-    history_size: int = Field(50, ge=1, description="Engaged items remembered per user (excluded from lists)")
+    k: int = Field(default=10, ge=1, le=500, description="Length of each recommendation list")
+    policy: Policy = Field(default="mmr", description="Reranking policy")
+    mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = pure relevance")
+    index: IndexKind = Field(
+        default="exact", description="Item vector index: 'exact' (numpy) or 'hnsw' (hnswlib, approximate)"
+    )
+    candidates: int = Field(default=200, ge=1, description="Candidates retrieved before reranking")
+    interest_half_life: float = Field(default=20.0, gt=0, description="Half-life of the interest vector, in events")
+    history_size: int = Field(default=50, ge=1, description="Engaged items remembered per user (excluded from lists)")
 
     # --- Worker ----------------------------------------------------------------------
-    web_host: str = Field("127.0.0.1", description="Bind address of the worker's HTTP endpoint")
-    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint")
+    web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's HTTP endpoint")
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint")
     data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "worker", description="Faust table data")
-    batch_size: int = Field(500, ge=1, description="Events per micro-batch")
-    batch_timeout_s: float = Field(0.01, gt=0, description="Longest wait to fill a micro-batch")
+    batch_size: int = Field(default=500, ge=1, description="Events per micro-batch")
+    batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
 
     # --- Local real parts ------------------------------------------------------------
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")

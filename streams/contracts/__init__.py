@@ -12,8 +12,8 @@ from streams.contracts._models import (
     Event,
     EventType,
     Item,
-    RecommendedItem,
     Recommendation,
+    RecommendedItem,
     json_schemas,
 )
 
@@ -25,8 +25,8 @@ __all__ = [
     "Event",
     "EventType",
     "Item",
-    "RecommendedItem",
     "Recommendation",
+    "RecommendedItem",
     "decode",
     "decode_event",
     "decode_item",

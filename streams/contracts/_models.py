@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 # Bounds keep one hostile message from costing unbounded memory or CPU downstream.
 MAX_ID = 256
 MAX_TEXT = 8192
@@ -34,7 +34,7 @@ class Item(_Message):
 
     item_id: str = Id
     title: str = Field(max_length=MAX_TEXT)
-    text: str = Field("", max_length=MAX_TEXT, description="Free text embedded with the title")
+    text: str = Field(default="", max_length=MAX_TEXT, description="Free text embedded with the title")
     categories: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
     tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
     created_at: float = Field(ge=0, description="Seconds since the Unix epoch")
@@ -52,7 +52,7 @@ class Event(_Message):
     user_id: str = Id
     item_id: str = Id
     type: EventType
-    value: float = Field(1.0, allow_inf_nan=False, description="Rating for type=rating, else a weight")
+    value: float = Field(default=1.0, allow_inf_nan=False, description="Rating for type=rating, else a weight")
     ts: float = Field(ge=0, description="Seconds since the Unix epoch")
 
 

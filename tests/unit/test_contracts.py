@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.contracts import DecodeError, Event, Item, Recommendation, RecommendedItem, decode_event, encode
-from streams.contracts import json_schemas
+from streams.contracts import (
+    DecodeError,
+    Event,
+    Item,
+    Recommendation,
+    RecommendedItem,
+    decode_event,
+    encode,
+    json_schemas,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "streams" / "contracts" / "schemas"
 

@@ -1,0 +1,280 @@
+"""The Faust app: topics, the user-state table and the agents that wire the recommender to Kafka.
+
+Data flow::
+
+    items --(items agent: encode in batches)--> <items>-vectors (compacted)
+    <items>-vectors --(catalog loader in every worker, whole topic)--> local Catalog + index
+    events --(events agent, keyed by user_id)--> user-state table --> recommendations
+    anything unusable --> dead-letter topic, with its reason and original bytes
+
+The encoder runs once per item version wherever the items partition lives, and every
+worker still sees the whole catalog, so events can be spread over any number of workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import faust
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from faust.web import Request, Response, View
+
+from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonEncoder
+from streams.contracts import (
+    DeadLetter,
+    DecodeError,
+    EmbeddedItem,
+    Event,
+    Item,
+    Recommendation,
+    decode,
+    decode_event,
+    decode_item,
+    encode,
+)
+from streams.interest import UserState
+from streams.recommender import Recommender, build_recommender, make_index
+from streams.retrieval import Catalog, CatalogItem
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_encoder(settings: Settings) -> Encoder:
+    if settings.encoder == "local":
+        return LocalEncoder(batch_size=settings.encoder_batch_size)
+    return TritonEncoder(
+        url=settings.triton_url,
+        model=settings.triton_model,
+        batch_size=settings.encoder_batch_size,
+        timeout_s=settings.encoder_timeout_s,
+    )
+
+
+def vectors_topic_name(settings: Settings) -> str:
+    return f"{settings.topic_items}-vectors"
+
+
+def to_catalog_item(item: Item) -> CatalogItem:
+    return CatalogItem(item.item_id, item.title, tuple(item.categories))
+
+
+class CatalogLoader:
+    """Reads the whole ``<items>-vectors`` topic into the local catalog, then follows it.
+
+    ``ready`` is set once everything that was in the topic at start-up is loaded, so a
+    restarted worker does not treat known items as unknown.
+    """
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        topic = vectors_topic_name(self.settings)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            parts = await self._partitions(consumer, topic)
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            pending = {tp for tp, off in end.items() if off > 0}
+            if not pending:
+                self.ready.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for records in batch.values():
+                    self._load([r.value for r in records if r.value is not None])
+                if pending:
+                    pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
+                    if not pending:
+                        log.info("catalog loaded: %d items", len(self.catalog))
+                        self.ready.set()
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+        # The topic is declared by the app at start; metadata can lag behind for a moment.
+        for _ in range(600):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return [TopicPartition(topic, p) for p in sorted(parts)]
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic!r} does not exist")
+
+    def _load(self, values: list[bytes]) -> None:
+        items: list[CatalogItem] = []
+        vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        for raw in values:
+            rec = decode(raw, EmbeddedItem)
+            vec = np.frombuffer(base64.b64decode(rec.vector_b64), dtype="<f4")
+            if vec.shape != (self.catalog.dim,):
+                log.error("item %s has a %s-d vector, expected %d", rec.item.item_id, vec.shape, self.catalog.dim)
+                continue
+            items.append(to_catalog_item(rec.item))
+            vectors.append(vec)
+        if items:
+            self.catalog.upsert(items, np.stack(vectors))
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """Build the streamrec Faust app from settings (one app per worker process)."""
+    s = settings or Settings()
+    app = faust.App(
+        s.app_id,
+        broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(s.data_dir),
+        web_host=s.web_host,
+        web_bind=s.web_host,
+        web_port=s.web_port,
+        topic_partitions=s.partitions,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=max(s.session_timeout_s / 10, 0.5),
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_linger=0.002,
+    )
+
+    def raw_topic(name: str, **kw: Any) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw
+        )
+
+    items_topic = raw_topic(s.topic_items, compacting=True, partitions=s.partitions)
+    vectors_topic = raw_topic(vectors_topic_name(s), compacting=True, partitions=s.partitions)
+    events_topic = raw_topic(s.topic_events, partitions=s.partitions)
+    recs_topic = raw_topic(s.topic_recommendations, partitions=s.partitions)
+    dlq_topic = raw_topic(s.topic_dead_letter, partitions=s.partitions)
+
+    # use_partitioner: the changelog partition comes from the key (the user id), exactly as
+    # producers partition events, so a batch mixing partitions still writes each user's
+    # state to the partition its events live on.
+    users = app.Table(
+        "user-state",
+        default=None,
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        partitions=s.partitions,
+        use_partitioner=True,
+    )
+
+    catalog = Catalog(EMBEDDING_DIM, index=make_index(s, EMBEDDING_DIM))
+    recommender = build_recommender(s, catalog)
+    loader = CatalogLoader(s, catalog)
+    encoder_box: list[Encoder] = []
+
+    def encoder() -> Encoder:
+        if not encoder_box:
+            encoder_box.append(make_encoder(s))
+        return encoder_box[0]
+
+    async def dead_letter(event: EventT[bytes], error: DecodeError) -> None:
+        msg = event.message
+        record = DeadLetter(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            reason=error.reason,
+            detail=error.detail[:1000],
+            original_b64=base64.b64encode(msg.value or b"").decode(),
+            key_b64=base64.b64encode(msg.key).decode() if msg.key is not None else None,
+            failed_at=time.time(),
+        )
+        log.warning("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
+        await dlq_topic.send(key=msg.key, value=encode(record))
+
+    async def load_catalog() -> None:
+        for topic in (vectors_topic, recs_topic, dlq_topic):
+            await topic.maybe_declare()
+        await loader.run()
+
+    app.task(load_catalog)
+
+    @app.agent(items_topic)
+    async def embed_items(stream: StreamT[bytes]) -> None:
+        async for batch in cast(Stream[bytes], stream).take_events(s.encoder_batch_size, within=s.batch_timeout_s):
+            good: list[Item] = []
+            for ev in batch:
+                try:
+                    good.append(decode_item(ev.value))
+                except DecodeError as err:
+                    await dead_letter(ev, err)
+            if good:
+                vectors = await encode_with_retry(encoder(), [it.embedding_text() for it in good])
+                for item, vec in zip(good, vectors, strict=True):
+                    rec = EmbeddedItem(item=item, vector_b64=base64.b64encode(vec.astype("<f4").tobytes()).decode())
+                    await vectors_topic.send(key=item.item_id.encode(), value=encode(rec))
+
+    @app.agent(events_topic)
+    async def recommend(stream: StreamT[bytes]) -> None:
+        async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
+            await loader.ready.wait()
+            for ev in batch:
+                try:
+                    event = parse_event(ev, catalog)
+                except DecodeError as err:
+                    await dead_letter(ev, err)
+                    continue
+                key = ev.message.key
+                assert key is not None  # parse_event checked it
+                out = handle_event(recommender, users, key, event)
+                await recs_topic.send(key=key, value=encode(out))
+
+    class Status(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"items": len(catalog), "catalog_ready": loader.ready.is_set(), "users": len(users)})
+
+    app.page("/streamrec/status/")(Status)
+    return app
+
+
+def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
+    """Decode an ``events`` message and check it can be used; :class:`DecodeError` otherwise."""
+    event = decode_event(ev.value)
+    if ev.message.key != event.user_id.encode():
+        # State is partitioned by user: an event keyed otherwise would land beside the wrong state.
+        raise DecodeError("key_mismatch", "message key must be the event's user_id")
+    if event.item_id not in catalog:
+        raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
+    return event
+
+
+def handle_event(recommender: Recommender, users: Any, key: bytes, event: Event) -> Recommendation:
+    """Update one user's state from one event and return the list to publish."""
+    raw = users.get(key)
+    state = UserState.from_bytes(raw) if raw is not None else recommender.new_state()
+    state = recommender.observe(state, event)
+    items = recommender.recommend(state)
+    users[key] = state.to_bytes()
+    return Recommendation(
+        user_id=event.user_id,
+        event_id=event.event_id,
+        generated_at=time.time(),
+        policy=recommender.policy,
+        items=items,
+    )
+
+
+async def encode_with_retry(encoder: Encoder, texts: Sequence[str], max_backoff_s: float = 30.0) -> np.ndarray:
+    """Encode, retrying with backoff until the encoder answers: items are delayed, never dropped."""
+    delay = 0.5
+    while True:
+        try:
+            return await encoder.encode(texts)
+        except EncoderError as exc:
+            log.warning("encoder failed (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)

