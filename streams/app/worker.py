@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -174,12 +175,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     catalog = Catalog(EMBEDDING_DIM, index=make_index(s, EMBEDDING_DIM))
     recommender = build_recommender(s, catalog)
     loader = CatalogLoader(s, catalog)
-    encoder_box: list[Encoder] = []
 
-    def encoder() -> Encoder:
-        if not encoder_box:
-            encoder_box.append(make_encoder(s))
-        return encoder_box[0]
+    @functools.cache
+    def encoder() -> Encoder:  # created on first use, inside the worker's event loop
+        return make_encoder(s)
 
     async def dead_letter(event: EventT[bytes], error: DecodeError) -> None:
         msg = event.message

@@ -17,10 +17,15 @@ app.add_typer(triton.app, name="triton")
 def worker(loglevel: str = typer.Option("info", help="Faust log level")) -> None:
     """Run one streaming worker, configured by STREAMREC_* environment variables."""
     import faust
+    from threadpoolctl import threadpool_limits
 
     from streams.app import create_app
     from streams.settings import Settings
 
+    # One core per worker process: the per-event matrix work is small, and BLAS threads
+    # spinning beside the event loop, the broker and the encoder cost more than they give.
+    # Scale out with more workers (and partitions) instead.
+    threadpool_limits(1)
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=loglevel.upper())
