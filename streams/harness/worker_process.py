@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.local import _process
 from streams.settings import Settings
 
 
@@ -63,22 +63,15 @@ class WorkerProcess:
         raise TimeoutError(f"worker not {what} after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "<no log>"
+        return _process.tail(self.log_path, lines, "<no log>")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (Faust shuts down cleanly and commits), SIGKILL if it hangs."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _process.terminate(self.proc.pid, timeout_s, proc=self.proc)
+            self.proc.wait()  # reaped already, unless even SIGKILL has not taken yet
         return self.proc.returncode
 
     def __enter__(self) -> WorkerProcess:

@@ -13,9 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -24,6 +22,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from streams.local import _process
 
 __all__ = ["KafkaBroker", "acreate_topics", "create_topics", "ensure_jars", "free_port"]
 
@@ -120,20 +120,6 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
     return buf
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A dead child of this very process stays a zombie until reaped and still "exists" for kill(0).
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 @dataclass
 class KafkaBroker:
     """One KRaft broker+controller process whose whole state lives under ``home``."""
@@ -181,18 +167,7 @@ class KafkaBroker:
     # --- state -------------------------------------------------------------------------------
     def pid(self) -> int | None:
         """The pid of this home's broker if that process is alive (checked against its command line)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if not _pid_alive(pid):
-            return None
-        # Guard against pid reuse: the live process must be a broker started on this home.
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if str(self.properties).encode() not in cmdline:
-                return None
-        return pid
+        return _process.read_pidfile(self.pidfile, self._marker)
 
     def is_running(self) -> bool:
         """The process is alive and the broker answers a Metadata request on its port."""
@@ -222,16 +197,9 @@ class KafkaBroker:
         jvm = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         if not (self.data_dir / "meta.properties").is_file():
             self._format(jvm)
-        with self.out_file.open("wb") as out:
-            self._proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(self.properties)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.home,
-                start_new_session=True,  # survives the CLI process and its Ctrl-C
-            )
-        self.pidfile.write_text(f"{self._proc.pid}\n")
+        self._proc = _process.spawn(
+            [*jvm, "kafka.Kafka", str(self.properties)], self.out_file, self.pidfile, cwd=self.home
+        )
         try:
             self._wait_ready(self._proc.pid, deadline)
         except BaseException:
@@ -240,35 +208,18 @@ class KafkaBroker:
 
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM the broker (clean KRaft shutdown), SIGKILL it after ``timeout_s``; no-op if not running."""
-        pid = self.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout_s):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._wait_exit(pid, 10)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)  # reap our own child
-            self._proc = None
-        self.pidfile.unlink(missing_ok=True)
+        _process.stop(self.pidfile, self._marker, timeout_s, proc=self._proc)
+        self._proc = None
 
     # --- internals ---------------------------------------------------------------------------
-    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=0.1)
-            if not _pid_alive(pid):
-                return True
-            time.sleep(0.1)
-        return not _pid_alive(pid)
+    @property
+    def _marker(self) -> str:
+        # Guards the pidfile against pid reuse: the live process must be a broker started on this home.
+        return str(self.properties)
 
     def _wait_ready(self, pid: int, deadline: float) -> None:
         while time.monotonic() < deadline:
-            if (self._proc is not None and self._proc.poll() is not None) or not _pid_alive(pid):
+            if (self._proc is not None and self._proc.poll() is not None) or not _process.pid_alive(pid):
                 raise RuntimeError(f"Kafka broker exited during start-up:\n{self.log_tail()}")
             if _broker_answers(self.port):
                 return

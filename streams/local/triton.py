@@ -10,10 +10,8 @@ for this interpreter, ``triton.log`` and ``triton.pid``, so a later process can 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -23,12 +21,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.local import _process
+
 __all__ = ["TritonServer", "find_tritonserver"]
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _LOG = "triton.log"
 _PID = "triton.pid"
+# in the server's command line; guards the pidfile against a pid the OS gave to another program since
+_MARKER = "tritonserver"
 
 
 def find_tritonserver() -> Path:
@@ -42,28 +44,6 @@ def find_tritonserver() -> Path:
         f"tritonserver not found in {', '.join(map(str, candidates))}: run `make` "
         "(it installs the nvidia-pytriton wheel into .venv-triton) or set STREAMREC_TRITON_HOME"
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a dead child of ours that nobody reaped yet still answers kill(0)
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
-def _is_tritonserver(pid: int) -> bool:
-    """Guard against a stale pidfile whose pid now belongs to some other program."""
-    try:
-        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return _pid_alive(pid)  # no /proc (not Linux): trust the pidfile
 
 
 @dataclass
@@ -92,15 +72,11 @@ class TritonServer:
         return self.home / _PID
 
     def _pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return _process.read_pidfile(self.pid_file, _MARKER)
 
     def is_running(self) -> bool:
         """Whether the process named by the pidfile is alive (started here or by another process)."""
-        pid = self._pid()
-        return pid is not None and _pid_alive(pid) and _is_tritonserver(pid)
+        return self._pid() is not None
 
     def _prepare_backend(self, triton_home: Path) -> Path:
         """Copy the python backend with the stub built for this Python version into ``home/backends``."""
@@ -172,13 +148,7 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
         ]
-        with self.log_file.open("wb") as log:
-            # own session: a Ctrl-C in the shell does not hit it, and stop() can signal the whole group
-            self._proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._env(triton_home, stub_env), start_new_session=True,
-            )  # fmt: skip
-        self.pid_file.write_text(f"{self._proc.pid}\n")
+        self._proc = _process.spawn(cmd, self.log_file, self.pid_file, env=self._env(triton_home, stub_env))
         try:
             self._wait_ready(timeout_s)
         except BaseException:
@@ -201,45 +171,11 @@ class TritonServer:
         raise TimeoutError(f"model {self.model!r} not ready after {timeout_s}s\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _process.tail(self.log_file, lines, "(no log)")
 
     def stop(self, timeout_s: float = 30) -> None:
         """SIGTERM the server's process group, SIGKILL after ``timeout_s``; a no-op if it is not running."""
-        pid = self._pid()
-        if pid is not None and _pid_alive(pid) and _is_tritonserver(pid):
-            # SIGTERM to the server alone: it unloads the model and stops its stubs itself
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout_s):
-                self._kill_group(pid)
-                self._wait_exit(pid, 5)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=1)  # reap our child
-            self._proc = None
-        self.pid_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _kill_group(pid: int) -> None:
-        # the group (own session, led by the server) holds the python-backend stubs too
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=0.1)
-                    return True
-            elif not _pid_alive(pid):
-                return True
-            else:
-                time.sleep(0.1)
-        return False
+        # SIGTERM to the server alone: it unloads the model and stops its python-backend stubs itself;
+        # the SIGKILL goes to its whole group (its own session), stubs included
+        _process.stop(self.pid_file, _MARKER, timeout_s, proc=self._proc, kill_group=True)
+        self._proc = None
