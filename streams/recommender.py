@@ -1,14 +1,18 @@
 """The recommender: interest state in, a diversified top-K list out. No Kafka in here.
 
-The streaming app calls :meth:`Recommender.observe` and :meth:`Recommender.recommend`
-for each event; the evaluation harness and the benchmarks call the same two methods.
+The streaming app hands each micro-batch of events to :meth:`Recommender.process`; the
+evaluation harness and the benchmarks call the same methods.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
 
-from streams.contracts import Event, RecommendedItem
+import numpy as np
+import numpy.typing as npt
+
+from streams.contracts import Event, Recommendation, RecommendedItem
 from streams.interest import DecayedMeanInterest, UserState, engagement_weight
 from streams.rerank import MMR, Reranker, TopK
 from streams.retrieval import Catalog, ExactIndex, HnswIndex, VectorIndex
@@ -51,22 +55,73 @@ class Recommender:
         return self.interest.learn_one(state, event.item_id, self.catalog.vector(event.item_id), weight, event.ts)
 
     def recommend(self, state: UserState) -> list[RecommendedItem]:
-        exclude = set(state.history)
-        want = self.n_candidates + len(exclude)
-        if state.is_cold:
-            rows, pop = self.catalog.popular(want)
-            top = float(pop[0]) if len(pop) and pop[0] > 0 else 1.0
-            relevance = (pop / top).astype(np.float32)
-            reason = "trending"
-        else:
-            rows, relevance = self.catalog.index.search(self.interest.query(state), want)
-            reason = "similar"
-        keep = np.fromiter((self.catalog.items[r].item_id not in exclude for r in rows), bool, len(rows))
-        rows, relevance = rows[keep][: self.n_candidates], relevance[keep][: self.n_candidates]
-        picks = self.reranker.select(relevance, self.catalog.vectors[rows], self.k)
+        return self.recommend_many([state])[0]
+
+    def recommend_many(self, states: Sequence[UserState]) -> list[list[RecommendedItem]]:
+        """One list per state; the nearest-item search runs as one matrix product for the batch."""
+        return self._rerank_all(states, {i: self._trending() for i, s in enumerate(states) if s.is_cold})
+
+    def _trending(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Cold-start candidates: most popular now, relevance relative to the top item."""
+        rows, pop = self.catalog.popular(self.n_candidates + self.interest.history_size)
+        top = float(pop[0]) if len(pop) and pop[0] > 0 else 1.0
+        return rows, (pop / top).astype(np.float32)
+
+    def _rerank_all(
+        self, states: Sequence[UserState], cold: Mapping[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
+    ) -> list[list[RecommendedItem]]:
+        catalog = self.catalog
+        warm = [i for i in range(len(states)) if i not in cold]
+        pools = dict(cold)
+        if warm:
+            want = self.n_candidates + max(len(states[i].history) for i in warm)
+            queries = np.stack([self.interest.query(states[i]) for i in warm])
+            rows, relevance = catalog.index.search_many(queries, want)
+            pools.update((i, (rows[j], relevance[j])) for j, i in enumerate(warm))
+        lists = []
+        for i, state in enumerate(states):
+            rows, relevance = pools[i]
+            keep = ~np.isin(rows, catalog.rows(state.history))
+            rows, relevance = rows[keep][: self.n_candidates], relevance[keep][: self.n_candidates]
+            picks = self.reranker.select(relevance, catalog.vectors[rows], self.k)
+            reason = "trending" if i in cold else "similar"
+            lists.append(
+                [RecommendedItem(item_id=catalog.items[rows[p]].item_id, score=float(relevance[p]), reason=reason)
+                 for p in picks]
+            )
+        return lists
+
+    def process(
+        self, events: Sequence[tuple[bytes, Event]], store: MutableMapping[bytes, bytes]
+    ) -> list[Recommendation]:
+        """Fold a micro-batch of ``(user key, event)`` into the user states in ``store`` and return
+        one list per event, in order.
+
+        Each list reflects its user's state right after that event, as if the events had been
+        handled one by one; the search for the whole batch is vectorised, and each user's state
+        is written back to ``store`` once per batch.
+        """
+        states: dict[bytes, UserState] = {}
+        snapshots = []
+        cold = {}
+        for n, (key, event) in enumerate(events):
+            state = states.get(key)
+            if state is None:
+                raw = store.get(key)
+                state = UserState.from_bytes(raw) if raw is not None else self.new_state()
+            states[key] = self.observe(state, event)
+            snapshots.append(state.snapshot())
+            if state.is_cold:  # popularity moves with every event: take it as of this one
+                cold[n] = self._trending()
+        lists = self._rerank_all(snapshots, cold)
+        for key, state in states.items():
+            store[key] = state.to_bytes()
+        now = time.time()
         return [
-            RecommendedItem(item_id=self.catalog.items[rows[p]].item_id, score=float(relevance[p]), reason=reason)
-            for p in picks
+            Recommendation(
+                user_id=event.user_id, event_id=event.event_id, generated_at=now, policy=self.policy, items=items
+            )
+            for (_, event), items in zip(events, lists, strict=True)
         ]
 
 

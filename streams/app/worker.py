@@ -35,14 +35,12 @@ from streams.contracts import (
     EmbeddedItem,
     Event,
     Item,
-    Recommendation,
     decode,
     decode_event,
     decode_item,
     encode,
 )
-from streams.interest import UserState
-from streams.recommender import Recommender, build_recommender, make_index
+from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 
@@ -221,16 +219,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def recommend(stream: StreamT[bytes]) -> None:
         async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
             await loader.ready.wait()
+            good: list[tuple[bytes, Event]] = []
             for ev in batch:
                 try:
-                    event = parse_event(ev, catalog)
+                    good.append((cast(bytes, ev.message.key), parse_event(ev, catalog)))
                 except DecodeError as err:
                     await dead_letter(ev, err)
-                    continue
-                key = ev.message.key
-                assert key is not None  # parse_event checked it
-                out = handle_event(recommender, users, key, event)
-                await recs_topic.send(key=key, value=encode(out))
+            for rec in recommender.process(good, users):
+                await recs_topic.send(key=rec.user_id.encode(), value=encode(rec))
 
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -249,22 +245,6 @@ def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
     if event.item_id not in catalog:
         raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
     return event
-
-
-def handle_event(recommender: Recommender, users: Any, key: bytes, event: Event) -> Recommendation:
-    """Update one user's state from one event and return the list to publish."""
-    raw = users.get(key)
-    state = UserState.from_bytes(raw) if raw is not None else recommender.new_state()
-    state = recommender.observe(state, event)
-    items = recommender.recommend(state)
-    users[key] = state.to_bytes()
-    return Recommendation(
-        user_id=event.user_id,
-        event_id=event.event_id,
-        generated_at=time.time(),
-        policy=recommender.policy,
-        items=items,
-    )
 
 
 async def encode_with_retry(encoder: Encoder, texts: Sequence[str], max_backoff_s: float = 30.0) -> np.ndarray:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams.app.worker import vectors_topic_name
-from streams.contracts import Event, Recommendation
+from streams.contracts import Recommendation
 from streams.demo.movielens import MovieLens, load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, produce
 from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
@@ -134,7 +134,6 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
                 await asyncio.sleep(0.5)
 
             sent: dict[str, float] = {}
-            events_by_id = {e.event_id: e for e in data.events}
             task = progress.add_task("streaming ratings", total=len(data.events))
             done = progress.add_task("recommendations", total=len(data.events))
 
@@ -159,7 +158,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
     finally:
         await collector.stop()
         worker.stop()
-    _report(settings, data, collector.received, sent, events_by_id, elapsed, show, worker.status_url)
+    _report(settings, data, collector.received, sent, elapsed, rate, show, worker.status_url)
 
 
 def _progress() -> Progress:
@@ -173,8 +172,8 @@ def _report(
     data: MovieLens,
     received: list[tuple[float, Recommendation]],
     sent: dict[str, float],
-    events: dict[str, Event],
     elapsed: float,
+    rate: float,
     show: int,
     status_url: str,
 ) -> None:
@@ -203,9 +202,10 @@ def _report(
     summary = Table(title="run summary")
     summary.add_column("metric")
     summary.add_column("value", justify="right")
-    summary.add_row("events", f"{len(events):,}")
+    summary.add_row("events", f"{len(data.events):,}")
     summary.add_row("recommendation lists", f"{len(received):,} ({duplicates} duplicates)")
     summary.add_row("policy / K", f"{settings.policy} / {settings.k}")
+    summary.add_row("offered load", f"{rate:,.0f} events/s" if rate > 0 else "as fast as possible")
     summary.add_row("throughput", f"{len(received) / elapsed:,.0f} events/s")
     summary.add_row("latency p50 (produced -> consumed)", f"{np.percentile(latencies, 50):,.1f} ms")
     summary.add_row("latency p99", f"{np.percentile(latencies, 99):,.1f} ms")

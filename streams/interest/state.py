@@ -40,6 +40,10 @@ class UserState:
         """No positive engagement yet: the interest vector says nothing."""
         return self.weight <= 0.0
 
+    def snapshot(self) -> UserState:
+        """A copy that later updates of this state do not change."""
+        return UserState(self.interest.copy(), self.weight, self.events, self.last_ts, list(self.history))
+
     def to_bytes(self) -> bytes:
         hist = "\x1f".join(self.history).encode("utf-8")
         head = _HEADER.pack(_VERSION, len(self.interest), self.events, self.weight, self.last_ts)

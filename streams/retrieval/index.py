@@ -23,8 +23,14 @@ class VectorIndex(abc.ABC):
         """Add rows, or replace the vectors of rows already present."""
 
     @abc.abstractmethod
+    def search_many(self, queries: F32, k: int) -> tuple[Ints, F32]:
+        """For each row of ``queries`` ``[B, d]``, the ``min(k, n)`` rows with the largest inner
+        product (and those products), best first: two ``[B, min(k, n)]`` arrays."""
+
     def search(self, query: F32, k: int) -> tuple[Ints, F32]:
-        """The ``k`` rows with the largest inner product with ``query`` (and those products), best first."""
+        """:meth:`search_many` for one query."""
+        rows, scores = self.search_many(query.reshape(1, -1), k)
+        return rows[0], scores[0]
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -53,14 +59,19 @@ class ExactIndex(VectorIndex):
         self._vectors[rows] = vectors
         self._n = max(self._n, need)
 
-    def search(self, query: F32, k: int) -> tuple[Ints, F32]:
-        scores = self._vectors[: self._n] @ query
+    def search_many(self, queries: F32, k: int) -> tuple[Ints, F32]:
+        # One matrix product for the whole batch: far cheaper than one matrix-vector product per query.
+        scores = queries @ self._vectors[: self._n].T
         k = min(k, self._n)
         if k == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top.astype(np.int64), scores[top].astype(np.float32)
+            return np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0), np.float32)
+        if k < self._n:
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            top = np.tile(np.arange(k), (len(queries), 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(top_scores, order, axis=1)
 
     def __len__(self) -> int:
         return self._n
@@ -91,14 +102,14 @@ class HnswIndex(VectorIndex):
             self._index.resize_index(self._capacity)
         self._index.add_items(vectors, rows)
 
-    def search(self, query: F32, k: int) -> tuple[Ints, F32]:
+    def search_many(self, queries: F32, k: int) -> tuple[Ints, F32]:
         k = min(k, len(self))
         if k == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
+            return np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0), np.float32)
         # ef must be at least k for hnswlib to return k results.
         self._index.set_ef(max(self._ef_search, k))
-        labels, distances = self._index.knn_query(query.reshape(1, -1), k=k)
-        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+        labels, distances = self._index.knn_query(queries, k=k, num_threads=1)
+        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 
     def __len__(self) -> int:
         return int(self._index.get_current_count())

@@ -65,3 +65,29 @@ def test_unknown_item_events_still_enter_history() -> None:
     rec = build_recommender(Settings(k=5), catalog)
     state = rec.observe(rec.new_state(), click("not-in-catalog"))
     assert state.history == ["not-in-catalog"] and state.is_cold
+
+
+def test_batch_processing_equals_one_by_one() -> None:
+    """A micro-batch (repeated users, cold and warm) gives exactly the lists of one-at-a-time handling."""
+    rng = np.random.default_rng(11)
+    clusters = rng.integers(4, size=40)
+    plan = [(f"u{rng.integers(4)}", f"c{c}-{c * 25 + rng.integers(25)}", str(rng.choice(["view", "click"])))
+            for c in clusters]
+    events = [(u.encode(), Event(event_id=f"e{n}", user_id=u, item_id=i, type=t, ts=float(n)))
+              for n, (u, i, t) in enumerate(plan)]
+    # A 2-star rating is no evidence of interest: this user stays cold and gets trending items.
+    events.insert(9, (b"cold", Event(event_id="e-cold", user_id="cold", item_id="c0-3", type="rating", value=2, ts=9)))
+
+    one_by_one_store: dict[bytes, bytes] = {}
+    rec1 = build_recommender(Settings(k=5), clustered_catalog())
+    singles = [rec1.process([pair], one_by_one_store)[0] for pair in events]
+
+    batch_store: dict[bytes, bytes] = {}
+    rec2 = build_recommender(Settings(k=5), clustered_catalog())
+    batched = rec2.process(events[:17], batch_store) + rec2.process(events[17:], batch_store)
+
+    assert [r.event_id for r in batched] == [e.event_id for _, e in events]
+    assert [[i.item_id for i in r.items] for r in batched] == [[i.item_id for i in r.items] for r in singles]
+    assert batch_store == one_by_one_store
+    assert any(i.reason == "trending" for r in batched for i in r.items)
+    assert any(i.reason == "similar" for r in batched for i in r.items)
