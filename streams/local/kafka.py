@@ -312,7 +312,8 @@ async def acreate_topics(
 ) -> None:
     """Create ``topics`` (name -> partitions, replication 1); ``compacted`` ones get cleanup.policy=compact.
 
-    Topics that already exist are left as they are.
+    Topics that already exist are left as they are. Returns once every partition has a leader,
+    so clients that start right after do not log NotLeaderForPartition while the broker catches up.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -327,11 +328,21 @@ async def acreate_topics(
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         response = await admin.create_topics(new, timeout_ms=timeout_ms)
+        for topic, code, *message in response.topic_errors:
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise for_code(code)(f"creating topic {topic!r} failed: {message}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics(list(topics))
+            if all(
+                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topics {sorted(topics)} have no leaders after {timeout_s} s")
     finally:
         await admin.close()
-    for topic, code, *message in response.topic_errors:
-        if code and for_code(code) is not TopicAlreadyExistsError:
-            raise for_code(code)(f"creating topic {topic!r} failed: {message}")
 
 
 def create_topics(
