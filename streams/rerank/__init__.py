@@ -5,7 +5,9 @@ calibration, exploration) plug in here without touching the streaming code.
 """
 
 from streams.rerank.base import Reranker
+from streams.rerank.calibration import Calibrated
+from streams.rerank.dpp import DPP
 from streams.rerank.mmr import MMR
 from streams.rerank.relevance import TopK
 
-__all__ = ["MMR", "Reranker", "TopK"]
+__all__ = ["DPP", "MMR", "Calibrated", "Reranker", "TopK"]
