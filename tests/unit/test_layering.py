@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CORE = ["streams.contracts", "streams.interest", "streams.retrieval", "streams.rerank", "streams.recommender",
-        "streams.demo.movielens", "encoders"]
+        "streams.explore", "streams.feedback", "streams.bench.rerank", "streams.demo.movielens", "encoders"]
 
 
 @pytest.mark.parametrize("module", CORE)

@@ -1,0 +1,51 @@
+"""The bandit interface shared by the exploration policies."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+Features = npt.NDArray[np.floating[Any]]
+B = TypeVar("B", bound="Bandit")
+
+
+class Bandit(abc.ABC):
+    """Chooses ``n`` of the offered arms and learns from the reward of each shown arm.
+
+    An arm is any string the caller picks: an item id, or a category (then the caller maps the
+    chosen category to an item). ``context`` is what contextual policies score: for
+    :meth:`select` one feature row per offered arm (``[len(arms), d]``), for :meth:`learn_one`
+    the row of the rewarded arm (``[d]``). Context-free policies ignore it.
+
+    State is checkpointed with :meth:`to_bytes` / :meth:`from_bytes`, so a worker can keep it in
+    a changelogged table and a replay restarts from the same model.
+    """
+
+    name: str = "bandit"
+
+    @abc.abstractmethod
+    def select(
+        self,
+        arms: Sequence[str],
+        n: int,
+        context: Features | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> list[str]:
+        """``min(n, len(arms))`` distinct arms, best first. ``arms`` must be distinct."""
+
+    @abc.abstractmethod
+    def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
+        """Fold one observed reward (in ``[0, 1]`` for Bernoulli policies) into the model."""
+
+    @abc.abstractmethod
+    def to_bytes(self) -> bytes:
+        """The whole state, parameters included."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_bytes(cls: type[B], raw: bytes) -> B:
+        """The bandit :meth:`to_bytes` wrote."""

@@ -1,0 +1,137 @@
+"""Beta-Bernoulli Thompson sampling (Thompson 1933; Chapelle & Li, NeurIPS 2011)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.explore.base import Bandit, Features
+
+_VERSION = 1
+
+
+class ThompsonSampling(Bandit):
+    """Per arm a ``Beta(alpha0 + s, beta0 + f)`` posterior over its click rate; :meth:`select` draws
+    one rate per offered arm and keeps the ``n`` largest draws.
+
+    Arms never rewarded sit at the prior, so new items are tried as often as their prior
+    allows. All draws for a list are one vectorised ``rng.beta`` call, so a list is
+    deterministic given ``rng``. River's ``bandit.ThompsonSampling`` pulls one arm per call
+    from per-arm Python distribution objects with their own seeds; a top-``n`` list from an
+    external generator needs the numpy version.
+
+    ``half_life`` (in rewards, over all arms) forgets old evidence: the counts of an arm decay
+    by ``0.5 ** (1 / half_life)`` per reward observed anywhere, so a posterior returns to the
+    prior when an arm stops being shown and tastes that drift are tracked. The decay is
+    applied lazily from each arm's last update, so a reward still costs ``O(1)``.
+
+    >>> ts = ThompsonSampling(alpha0=1.0, beta0=1.0)
+    >>> for _ in range(50):
+    ...     ts.learn_one("good", 1.0); ts.learn_one("bad", 0.0)
+    >>> sorted(ts.select(["bad", "good", "new"], 2, rng=np.random.default_rng(0)))  # unseen beats known-bad
+    ['good', 'new']
+    >>> ThompsonSampling.from_bytes(ts.to_bytes()).posterior("good")
+    (51.0, 1.0)
+    """
+
+    name = "thompson"
+
+    def __init__(
+        self, alpha0: float = 1.0, beta0: float = 1.0, half_life: float | None = None, seed: int | None = None
+    ) -> None:
+        if alpha0 <= 0 or beta0 <= 0:
+            raise ValueError("alpha0 and beta0 must be positive")
+        if half_life is not None and half_life <= 0:
+            raise ValueError("half_life must be positive (or None for no decay)")
+        self.alpha0 = alpha0
+        self.beta0 = beta0
+        self.half_life = half_life
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)  # used only when select() gets no rng
+        self._decay = 1.0 if half_life is None else 0.5 ** (1.0 / half_life)
+        self._step = 0  # rewards seen so far: the clock the decay runs on
+        self._index: dict[str, int] = {}
+        # Success / failure pseudo-counts above the prior, and the step they were last decayed to.
+        self._s = np.zeros(16)
+        self._f = np.zeros(16)
+        self._t = np.zeros(16)
+
+    def posterior(self, arm: str) -> tuple[float, float]:
+        """``(alpha, beta)`` of the arm's Beta posterior now."""
+        alpha, beta = self._params([arm])
+        return float(alpha[0]), float(beta[0])
+
+    def _params(self, arms: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        idx = np.fromiter((self._index.get(a, -1) for a in arms), dtype=np.intp, count=len(arms))
+        known = idx >= 0
+        rows = idx[known]
+        scale = self._decay ** (self._step - self._t[rows]) if self._decay != 1.0 else 1.0
+        alpha = np.full(len(arms), self.alpha0)
+        beta = np.full(len(arms), self.beta0)
+        alpha[known] += self._s[rows] * scale
+        beta[known] += self._f[rows] * scale
+        return alpha, beta
+
+    def select(
+        self,
+        arms: Sequence[str],
+        n: int,
+        context: Features | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> list[str]:
+        n = min(n, len(arms))
+        if n <= 0:
+            return []
+        alpha, beta = self._params(arms)
+        draws = (rng if rng is not None else self._rng).beta(alpha, beta)
+        # Negate for a descending order; stable, so ties keep the offered order.
+        top = np.argsort(-draws, kind="stable")[:n]
+        return [arms[i] for i in top]
+
+    def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
+        if not 0.0 <= reward <= 1.0:
+            raise ValueError(f"reward must be in [0, 1], got {reward}")
+        i = self._index.get(arm)
+        if i is None:
+            i = self._index[arm] = len(self._index)
+            if i == len(self._s):
+                self._s, self._f, self._t = (np.concatenate([v, np.zeros_like(v)]) for v in (self._s, self._f, self._t))
+        self._step += 1
+        scale = self._decay ** (self._step - self._t[i])
+        self._s[i] = self._s[i] * scale + reward
+        self._f[i] = self._f[i] * scale + (1.0 - reward)
+        self._t[i] = self._step
+
+    def to_bytes(self) -> bytes:
+        n = len(self._index)
+        state = {
+            "version": _VERSION,
+            "alpha0": self.alpha0,
+            "beta0": self.beta0,
+            "half_life": self.half_life,
+            "seed": self.seed,
+            "step": self._step,
+            "arms": list(self._index),  # insertion order = row order
+            "s": self._s[:n].tolist(),
+            "f": self._f[:n].tolist(),
+            "t": self._t[:n].tolist(),
+        }
+        return json.dumps(state, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ThompsonSampling:
+        state = json.loads(raw)
+        if state.get("version") != _VERSION:
+            raise ValueError(f"unknown Thompson state version {state.get('version')}")
+        ts = cls(state["alpha0"], state["beta0"], state["half_life"], state["seed"])
+        ts._step = state["step"]
+        ts._index = {a: i for i, a in enumerate(state["arms"])}
+        size = max(16, len(ts._index))
+        for name in ("s", "f", "t"):
+            v = np.zeros(size)
+            v[: len(ts._index)] = state[name]
+            setattr(ts, "_" + name, v)
+        return ts
