@@ -1,135 +1,316 @@
-"""The recommender: interest state in, a diversified top-K list out. No Kafka in here.
+"""The recommender: events in, one diversified, partly exploratory top-K list per event out.
 
-The streaming app hands each micro-batch of events to :meth:`Recommender.process`; the
-evaluation harness and the benchmarks call the same methods.
+No Kafka in here. The streaming app hands each micro-batch of events to
+:meth:`Recommender.process`; the evaluation harness and the benchmarks call the same method.
+
+Per event: the user's multi-interest state is updated, candidates are gathered from several
+sources (nearest items to each interest centroid, co-visitation, collaborative filtering,
+trending, fresh items), scored by an online click model, reranked by the user's policy
+(MMR, DPP, calibration) and given a share of exploration slots chosen by a bandit.
+
+What is exact per event and what per micro-batch: a user's state (interests, history) is
+updated event by event, so each list reflects everything its user did up to that event.
+The global models (popularity, co-visitation, MF, the click model, the bandit) learn from
+a micro-batch after its lists are made, so no list uses an event that came after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections import Counter
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from streams.contracts import Event, Recommendation, RecommendedItem
-from streams.interest import DecayedMeanInterest, UserState, engagement_weight
-from streams.rerank import MMR, Reranker, TopK
+from streams.explore import Bandit, LinUCB, ThompsonSampling, fill_explore
+from streams.feedback import FeedbackJoiner, Reward
+from streams.interest import engagement_weight
+from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
+from streams.interest.relevance import FEATURES, RelevanceModel, candidate_features
+from streams.policies import Policy, assign, make_policy, parse_split
+from streams.rerank import Calibrated
 from streams.retrieval import Catalog, ExactIndex, HnswIndex, VectorIndex
+from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.mf import OnlineMF
 from streams.settings import Settings
 
+Rows = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
 
+# Candidate sources, in the order a duplicate keeps its first tag.
+SIMILAR, COVISITED, COLLABORATIVE, TRENDING, FRESH = "similar", "co-visited", "collaborative", "trending", "fresh"
+
+
+@dataclass(frozen=True)
+class CandidateMix:
+    """How many candidates each source contributes (before de-duplication)."""
+
+    similar: int = 200
+    covisited: int = 50
+    collaborative: int = 50
+    trending: int = 50
+    fresh: int = 20
+    explore_pool: int = 50
+
+
+@dataclass(frozen=True)
+class ListTrace:
+    """How one list was made, for the metrics layer (read :attr:`Recommender.traces` after a batch)."""
+
+    policy: str
+    reranker: str
+    pool: Counter[str]  # candidates by source, after de-duplication
+    rerank_s: float
+
+
+@dataclass
+class _Pending:
+    """One event's list in the making."""
+
+    event: Event
+    state: MultiInterestState  # snapshot right after the event
+    before: MultiInterestState  # snapshot right before it (features are computed from it)
+    policy: Policy
+    arm: str
+
+
+@dataclass
 class Recommender:
-    """Retrieve candidates for a user, score them, rerank them into ``k`` items.
+    """Everything a worker learns and serves with; one instance per worker process."""
 
-    Warm users: nearest items to their interest direction, relevance = cosine.
-    Cold users (no positive engagement yet): decayed most-popular, relevance = popularity
-    relative to the top item. Items in the user's history are never shown again.
-    """
+    catalog: Catalog
+    interest: MultiInterest
+    policies: dict[str, Policy]
+    split: dict[str, float]
+    salt: str = "streamrec"
+    k: int = 10
+    mix: CandidateMix = field(default_factory=CandidateMix)
+    bandit: Bandit = field(default_factory=ThompsonSampling)
+    relevance: RelevanceModel = field(default_factory=RelevanceModel)
+    covisit: CoVisitation = field(default_factory=CoVisitation)
+    mf: OnlineMF = field(default_factory=OnlineMF)
+    feedback: FeedbackJoiner = field(default_factory=FeedbackJoiner)
+    #: Impressions after which the click model's score and the prior weigh the same.
+    trust_after: int = 2000
+    #: Impressions (clicked or not) the click model has learned from.
+    learned: int = 0
+    #: One trace per list of the last batch, in order.
+    traces: list[ListTrace] = field(default_factory=list)
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        interest: DecayedMeanInterest,
-        reranker: Reranker,
-        k: int = 10,
-        n_candidates: int = 200,
-    ) -> None:
-        self.catalog = catalog
-        self.interest = interest
-        self.reranker = reranker
-        self.k = k
-        self.n_candidates = n_candidates
-
-    @property
-    def policy(self) -> str:
-        return self.reranker.name
-
-    def new_state(self) -> UserState:
+    def new_state(self) -> MultiInterestState:
         return self.interest.new_state()
 
-    def observe(self, state: UserState, event: Event) -> UserState:
-        """Fold ``event`` into the user's state and the item's popularity."""
-        weight = engagement_weight(event)
-        self.catalog.record_engagement(event.item_id, weight)
-        return self.interest.learn_one(state, event.item_id, self.catalog.vector(event.item_id), weight, event.ts)
+    def policy_of(self, user_id: str) -> Policy:
+        return self.policies[assign(user_id, self.split, self.salt)]
 
-    def recommend(self, state: UserState) -> list[RecommendedItem]:
-        return self.recommend_many([state])[0]
-
-    def recommend_many(self, states: Sequence[UserState]) -> list[list[RecommendedItem]]:
-        """One list per state; the nearest-item search runs as one matrix product for the batch."""
-        return self._rerank_all(states, {i: self._trending() for i, s in enumerate(states) if s.is_cold})
-
-    def _trending(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Cold-start candidates: most popular now, relevance relative to the top item."""
-        rows, pop = self.catalog.popular(self.n_candidates + self.interest.history_size)
-        top = float(pop[0]) if len(pop) and pop[0] > 0 else 1.0
-        return rows, (pop / top).astype(np.float32)
-
-    def _rerank_all(
-        self, states: Sequence[UserState], cold: Mapping[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
-    ) -> list[list[RecommendedItem]]:
-        catalog = self.catalog
-        warm = [i for i in range(len(states)) if i not in cold]
-        pools = dict(cold)
-        if warm:
-            want = self.n_candidates + max(len(states[i].history) for i in warm)
-            queries = np.stack([self.interest.query(states[i]) for i in warm])
-            rows, relevance = catalog.index.search_many(queries, want)
-            pools.update((i, (rows[j], relevance[j])) for j, i in enumerate(warm))
-        lists = []
-        for i, state in enumerate(states):
-            rows, relevance = pools[i]
-            keep = ~np.isin(rows, catalog.rows(state.history))
-            rows, relevance = rows[keep][: self.n_candidates], relevance[keep][: self.n_candidates]
-            picks = self.reranker.select(relevance, catalog.vectors[rows], self.k)
-            reason = "trending" if i in cold else "similar"
-            lists.append(
-                [RecommendedItem(item_id=catalog.items[rows[p]].item_id, score=float(relevance[p]), reason=reason)
-                 for p in picks]
-            )
-        return lists
-
+    # --- the streaming entry point ------------------------------------------------------
     def process(
         self, events: Sequence[tuple[bytes, Event]], store: MutableMapping[bytes, bytes]
     ) -> list[Recommendation]:
-        """Fold a micro-batch of ``(user key, event)`` into the user states in ``store`` and return
-        one list per event, in order.
-
-        Each list reflects its user's state right after that event, as if the events had been
-        handled one by one; the search for the whole batch is vectorised, and each user's state
-        is written back to ``store`` once per batch.
-        """
-        states: dict[bytes, UserState] = {}
-        snapshots = []
-        cold = {}
-        for n, (key, event) in enumerate(events):
-            state = states.get(key)
-            if state is None:
-                raw = store.get(key)
-                state = UserState.from_bytes(raw) if raw is not None else self.new_state()
-            states[key] = self.observe(state, event)
-            snapshots.append(state.snapshot())
-            if state.is_cold:  # popularity moves with every event: take it as of this one
-                cold[n] = self._trending()
-        lists = self._rerank_all(snapshots, cold)
+        """Fold a micro-batch of ``(user key, event)`` into the user states in ``store``; return
+        one list per event, in order. Each user's state is written back once per batch."""
+        states: dict[bytes, MultiInterestState] = {}
+        pending: list[_Pending] = []
+        for key, event in events:
+            state = states.get(key) or self._load(store, key)
+            before = state.snapshot()
+            self._observe_user(state, event)
+            states[key] = state
+            policy = self.policy_of(event.user_id)
+            pending.append(_Pending(event, state.snapshot(), before, policy, policy.name))
+        lists = self._recommend(pending)
+        now = time.time()
+        out = [
+            Recommendation(
+                user_id=p.event.user_id,
+                event_id=p.event.event_id,
+                generated_at=now,
+                policy=p.policy.name,
+                arm=p.arm,
+                items=items,
+            )
+            for p, items in zip(pending, lists, strict=True)
+        ]
+        self._learn_global(pending, out, states, store)
         for key, state in states.items():
             store[key] = state.to_bytes()
-        now = time.time()
-        return [
-            Recommendation(
-                user_id=event.user_id, event_id=event.event_id, generated_at=now, policy=self.policy, items=items
-            )
-            for (_, event), items in zip(events, lists, strict=True)
-        ]
+        return out
 
+    def _load(self, store: MutableMapping[bytes, bytes], key: bytes) -> MultiInterestState:
+        raw = store.get(key)
+        return MultiInterestState.from_bytes(raw) if raw is not None else self.new_state()
 
-def make_reranker(settings: Settings) -> Reranker:
-    """The reranker a policy name stands for."""
-    if settings.policy == "mmr":
-        return MMR(settings.mmr_lambda)
-    return TopK()
+    def _observe_user(self, state: MultiInterestState, event: Event) -> None:
+        item = self.catalog.get(event.item_id)
+        vec = self.catalog.vector(event.item_id)
+        categories = item.categories if item is not None else ()
+        self.interest.learn_one(state, event.item_id, vec, engagement_weight(event), event.ts, categories)
+
+    # --- serving ------------------------------------------------------------------------
+    def recommend(
+        self, state: MultiInterestState, user_id: str = "", event_id: str = "", ts: float = 0.0
+    ) -> list[RecommendedItem]:
+        """The list for one state (no learning): what :meth:`process` would publish for it."""
+        policy = self.policy_of(user_id)
+        event = Event(event_id=event_id or "-", user_id=user_id or "-", item_id="-", type="view", ts=ts)
+        return self._recommend([_Pending(event, state, state, policy, policy.name)])[0]
+
+    def _recommend(self, pending: Sequence[_Pending]) -> list[list[RecommendedItem]]:
+        catalog, mix = self.catalog, self.mix
+        if len(catalog) == 0:
+            return [[] for _ in pending]
+        trending_rows, _ = catalog.popular(mix.trending)
+        fresh_rows = catalog.newest(mix.fresh)
+        popularity = catalog.popularity()
+        created = catalog.created_at()
+        # One matrix product for every interest centroid of every warm user in the batch.
+        queries, weights = zip(*(self.interest.queries(p.state) for p in pending), strict=True)
+        sizes = [len(q) for q in queries]
+        want = mix.similar + max(len(p.state.history) for p in pending)
+        if sum(sizes):
+            ann_rows, _ = catalog.index.search_many(np.concatenate(queries), want)
+        lists: list[list[RecommendedItem]] = []
+        self.traces = []
+        offset = 0
+        for p, q_weights, n_q in zip(pending, weights, sizes, strict=True):
+            seen = catalog.rows(p.state.history)
+            sources: dict[int, str] = {}
+
+            def add(
+                rows: Sequence[int] | Rows, tag: str, limit: int, seen: Rows = seen, sources: dict[int, str] = sources
+            ) -> None:
+                fresh = np.asarray(rows, dtype=np.int64)
+                for r in fresh[~np.isin(fresh, seen)][:limit]:
+                    sources.setdefault(int(r), tag)
+
+            for j, budget in enumerate(split_budget(q_weights, mix.similar) if n_q else []):
+                add(ann_rows[offset + j], SIMILAR, int(budget))
+            offset += n_q
+            recent = p.state.history[-self.covisit.window :]
+            co_ids, _ = self.covisit.neighbours(recent, mix.covisited)
+            add(catalog.rows([str(i) for i in co_ids]), COVISITED, mix.covisited)
+            mf_ids, _ = self.mf.top_items(p.event.user_id, mix.collaborative, exclude=p.state.history)
+            add(catalog.rows([str(i) for i in mf_ids]), COLLABORATIVE, mix.collaborative)
+            add(trending_rows, TRENDING, mix.trending)
+            add(fresh_rows, FRESH, mix.fresh)
+            rows = np.fromiter(sources, dtype=np.int64, count=len(sources))
+            if len(rows) == 0:
+                lists.append([])
+                self.traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
+                continue
+            ids = [catalog.items[r].item_id for r in rows]
+            features = self._features(p.state, p.event, rows, ids, popularity, created)
+            # Until the click model has seen enough impressions its output is noise: lean on the
+            # cosine to the nearest interest (popularity for cold users) and hand over gradually.
+            if p.state.is_cold:
+                top = float(popularity[rows].max())
+                prior = (popularity[rows] / top if top > 0 else np.zeros(len(rows))).astype(np.float32)
+            else:
+                prior = features[:, 0]
+            trust = np.float32(self.learned / (self.learned + self.trust_after))
+            relevance = (1 - trust) * prior + trust * self.relevance.predict_many(features)
+            reranker = p.policy.reranker
+            if isinstance(reranker, Calibrated):
+                reranker = reranker.bind([catalog.items[r].categories for r in rows], p.state.category_mix())
+            started = time.perf_counter()
+            picks = reranker.select(relevance, catalog.vectors[rows], self.k)
+            rerank_s = time.perf_counter() - started
+            exploit = [
+                RecommendedItem(
+                    item_id=ids[i], score=float(relevance[i]), reason=self._reason(p.state, rows[i], sources)
+                )
+                for i in picks
+            ]
+            lists.append(self._explore(p, exploit, seen))
+            self.traces.append(ListTrace(p.policy.name, reranker.name, Counter(sources.values()), rerank_s))
+        return lists
+
+    def _features(
+        self,
+        state: MultiInterestState,
+        event: Event,
+        rows: Rows,
+        ids: list[str],
+        popularity: npt.NDArray[np.float64],
+        created: npt.NDArray[np.float64],
+    ) -> F32:
+        return candidate_features(
+            self.interest,
+            state,
+            self.catalog.vectors[rows],
+            [self.catalog.items[r].categories for r in rows],
+            popularity[rows],
+            created[rows],
+            event.ts,
+            covisit=self.covisit.score(state.history[-self.covisit.window :], ids),
+            mf=self.mf.scores(event.user_id, ids),
+        )
+
+    def _reason(self, state: MultiInterestState, row: int, sources: dict[int, str]) -> str:
+        """``similar to <title>`` names the recently engaged item closest to the candidate."""
+        tag = sources[int(row)]
+        if tag != SIMILAR:
+            return tag
+        recent = self.catalog.rows(state.history[-10:])
+        if len(recent) == 0:
+            return tag
+        nearest = recent[int(np.argmax(self.catalog.vectors[recent] @ self.catalog.vectors[row]))]
+        return f"similar to {self.catalog.items[nearest].title}"
+
+    def _explore(self, p: _Pending, exploit: list[RecommendedItem], seen: Rows) -> list[RecommendedItem]:
+        if p.policy.explore_share <= 0:
+            return exploit
+        # Seeded by the event, so a replay explores the same way.
+        rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(p.event.event_id.encode(), digest_size=8).digest()))
+        n = len(self.catalog)
+        pool = rng.choice(n, size=min(n, self.mix.explore_pool + len(seen) + self.k), replace=False)
+        pool = pool[~np.isin(pool, seen)][: self.mix.explore_pool]
+        ids = [self.catalog.items[r].item_id for r in pool]
+        context = self.catalog.vectors[pool] if isinstance(self.bandit, LinUCB) else None
+        return fill_explore(exploit, ids, p.policy.explore_share, self.k, self.bandit, rng, context=context)
+
+    # --- learning from the batch, after its lists are made --------------------------------
+    def _learn_global(
+        self,
+        pending: Sequence[_Pending],
+        lists: Sequence[Recommendation],
+        states: dict[bytes, MultiInterestState],
+        store: MutableMapping[bytes, bytes],
+    ) -> None:
+        latest_ts = 0.0
+        for p, rec in zip(pending, lists, strict=True):
+            event = p.event
+            latest_ts = max(latest_ts, event.ts)
+            for reward in self.feedback.on_engagement(event):
+                self._learn_reward(p.before, event.user_id, reward, event.ts)
+            weight = engagement_weight(event)
+            self.catalog.record_engagement(event.item_id, weight)
+            if weight > 0 and event.item_id in self.catalog:
+                self.covisit.update(p.before.history[-self.covisit.window :], event.item_id, weight)
+                self.mf.learn_one(event.user_id, event.item_id, 1.0)
+            self.feedback.record_impressions(event.user_id, event.event_id, rec.items, p.arm, p.policy.name, event.ts)
+        for reward in self.feedback.expire(latest_ts):
+            key = reward.user_id.encode()
+            state = states.get(key) or self._load(store, key)
+            self._learn_reward(state, reward.user_id, reward, latest_ts)
+
+    def _learn_reward(self, state: MultiInterestState, user_id: str, reward: Reward, ts: float) -> None:
+        """A shown item was engaged with (1) or ignored (0): teach the click model and the bandit."""
+        row = self.catalog.rows([reward.item_id])
+        if len(row) == 0:
+            return
+        fake = Event(event_id="-", user_id=user_id, item_id=reward.item_id, type="view", ts=ts)
+        features = self._features(
+            state, fake, row, [reward.item_id], self.catalog.popularity(), self.catalog.created_at()
+        )
+        self.relevance.learn_one(dict(zip(FEATURES, features[0].tolist(), strict=True)), reward.reward > 0)
+        self.learned += 1
+        context = self.catalog.vectors[row[0]] if isinstance(self.bandit, LinUCB) else None
+        self.bandit.learn_one(reward.item_id, reward.reward, context)
 
 
 def make_index(settings: Settings, dim: int) -> VectorIndex:
@@ -139,5 +320,32 @@ def make_index(settings: Settings, dim: int) -> VectorIndex:
 
 
 def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
-    interest = DecayedMeanInterest(catalog.dim, settings.interest_half_life, settings.history_size)
-    return Recommender(catalog, interest, make_reranker(settings), settings.k, settings.candidates)
+    policies = {
+        name: make_policy(
+            name,
+            mmr_lambda=settings.mmr_lambda,
+            dpp_theta=settings.dpp_theta,
+            calibration_lambda=settings.calibration_lambda,
+            explore_share=settings.explore_share,
+        )
+        for name in {settings.policy, *parse_split(settings.ab_split or settings.policy)}
+    }
+    bandit: Bandit = (
+        LinUCB(catalog.dim, project_to=64) if settings.bandit == "linucb" else ThompsonSampling(half_life=10_000)
+    )
+    return Recommender(
+        catalog=catalog,
+        interest=MultiInterest(
+            catalog.dim,
+            max_interests=settings.interests,
+            half_life=settings.interest_half_life,
+            history_size=settings.history_size,
+        ),
+        policies=policies,
+        split=parse_split(settings.ab_split or settings.policy),
+        salt=settings.ab_salt,
+        k=settings.k,
+        mix=CandidateMix(similar=settings.candidates),
+        bandit=bandit,
+        feedback=FeedbackJoiner(window_s=settings.feedback_window_s),
+    )

@@ -16,10 +16,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.policies import PolicyName
+
 EncoderKind = Literal["triton", "local"]
 IndexKind = Literal["exact", "hnsw"]
-#: The reranking policies the worker knows; later policies (dpp, calibrated, ...) join this list.
-Policy = Literal["relevance", "mmr"]
+BanditKind = Literal["thompson", "linucb"]
 
 
 def default_cache_dir() -> Path:
@@ -51,13 +52,29 @@ class Settings(BaseSettings):
 
     # --- Recommendation --------------------------------------------------------------
     k: int = Field(default=10, ge=1, le=500, description="Length of each recommendation list")
-    policy: Policy = Field(default="mmr", description="Reranking policy")
+    policy: PolicyName = Field(
+        default="dpp_explore", description="Policy: relevance, mmr, dpp, calibrated or dpp_explore"
+    )
+    ab_split: str = Field(
+        default="", description="A/B split by user, e.g. 'mmr=1,dpp_explore=1' (empty: everyone gets the policy)"
+    )
+    ab_salt: str = Field(default="streamrec", description="Salt of the user hash; change it to reshuffle the split")
     mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = pure relevance")
+    dpp_theta: float = Field(default=0.7, ge=0.0, le=1.0, description="DPP trade-off: 1 = pure relevance")
+    calibration_lambda: float = Field(default=0.5, ge=0.0, le=1.0, description="Calibration weight: 0 = relevance")
+    explore_share: float = Field(default=0.2, ge=0.0, le=1.0, description="Share of slots for *_explore policies")
+    bandit: BanditKind = Field(default="thompson", description="Exploration bandit: thompson or linucb")
+    feedback_window_s: float = Field(
+        default=1800.0, gt=0, description="Event-time window in which an engagement rewards an impression"
+    )
+    interests: int = Field(default=3, ge=1, le=8, description="Interest centroids per user")
     index: IndexKind = Field(
         default="exact", description="Item vector index: 'exact' (numpy) or 'hnsw' (hnswlib, approximate)"
     )
     candidates: int = Field(default=200, ge=1, description="Candidates retrieved before reranking")
-    interest_half_life: float = Field(default=20.0, gt=0, description="Half-life of the interest vector, in events")
+    interest_half_life: float = Field(
+        default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"
+    )
     history_size: int = Field(default=50, ge=1, description="Engaged items remembered per user (excluded from lists)")
 
     # --- Worker ----------------------------------------------------------------------

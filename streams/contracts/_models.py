@@ -70,6 +70,7 @@ class Recommendation(_Message):
     event_id: str = Field(description="The event that triggered this list (for de-duplication)")
     generated_at: float = Field(description="Seconds since the Unix epoch")
     policy: str
+    arm: str = Field(default="default", description="Experiment arm (the A/B bucket) that produced the list")
     items: list[RecommendedItem]
 
 

@@ -1,6 +1,6 @@
 """Online user interest: compact per-user state and the rules that update it from events."""
 
-from streams.interest.decayed_mean import DecayedMeanInterest, engagement_weight
-from streams.interest.state import UserState
+from streams.interest.multi import MultiInterest, MultiInterestState
+from streams.interest.weights import engagement_weight
 
-__all__ = ["DecayedMeanInterest", "UserState", "engagement_weight"]
+__all__ = ["MultiInterest", "MultiInterestState", "engagement_weight"]

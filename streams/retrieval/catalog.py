@@ -17,6 +17,7 @@ class CatalogItem:
     item_id: str
     title: str
     categories: tuple[str, ...] = ()
+    created_at: float = 0.0
 
 
 class Catalog:
@@ -39,6 +40,7 @@ class Catalog:
         self._rows: dict[str, int] = {}
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._pop = np.zeros(0, dtype=np.float64)
+        self._created = np.zeros(0, dtype=np.float64)
         self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
         self._pop_scale = 1.0
 
@@ -47,6 +49,10 @@ class Catalog:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._rows
+
+    def get(self, item_id: str) -> CatalogItem | None:
+        row = self._rows.get(item_id)
+        return None if row is None else self.items[row]
 
     def row(self, item_id: str) -> int:
         return self._rows[item_id]
@@ -79,7 +85,9 @@ class Catalog:
             vectors_grown[: len(self.vectors)] = self.vectors
             self.vectors = vectors_grown
             self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
+            self._created = np.concatenate([self._created, np.zeros(cap - len(self._created))])
         self.vectors[rows] = vectors
+        self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
 
     def record_engagement(self, item_id: str, weight: float) -> None:
@@ -95,6 +103,16 @@ class Catalog:
     def popularity(self) -> npt.NDArray[np.float64]:
         """Decayed engagement count of every item, by row."""
         return self._pop[: len(self.items)] / self._pop_scale
+
+    def created_at(self) -> npt.NDArray[np.float64]:
+        """Creation time of every item, by row."""
+        return self._created[: len(self.items)]
+
+    def newest(self, n: int) -> npt.NDArray[np.int64]:
+        """The ``n`` most recently created rows, newest first (ties by row)."""
+        created = self.created_at()
+        order = np.lexsort((np.arange(len(created)), -created))[: min(n, len(created))]
+        return order.astype(np.int64)
 
     def popular(self, n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The ``n`` most popular rows and their popularity, best first (ties by row)."""

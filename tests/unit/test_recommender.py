@@ -1,93 +1,148 @@
-"""The Kafka-free recommender: exclusion, cold start, relevance for a focused user."""
+"""The Kafka-free recommender: candidates, policies, exploration and feedback on a toy catalog."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streams.contracts import Event
-from streams.recommender import build_recommender
+from streams.explore import ThompsonSampling, explore_slots
+from streams.recommender import Recommender, build_recommender
+from streams.rerank.calibration import miscalibration
 from streams.retrieval import Catalog, CatalogItem, ExactIndex, HnswIndex
 from streams.settings import Settings
+
+CLUSTERS = 4
+PER_CLUSTER = 25
 
 
 def clustered_catalog(index_kind: str = "exact") -> Catalog:
     rng = np.random.default_rng(3)
-    centres = rng.normal(size=(4, 32)).astype(np.float32)
-    vecs = np.repeat(centres, 25, axis=0) + 0.3 * rng.normal(size=(100, 32)).astype(np.float32)
+    centres = rng.normal(size=(CLUSTERS, 32)).astype(np.float32)
+    vecs = np.repeat(centres, PER_CLUSTER, axis=0) + 0.3 * rng.normal(size=(CLUSTERS * PER_CLUSTER, 32)).astype(
+        np.float32
+    )
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    index = ExactIndex(32) if index_kind == "exact" else HnswIndex(32)
-    catalog = Catalog(32, index=index)
-    catalog.upsert([CatalogItem(f"c{i // 25}-{i}", f"title {i}") for i in range(100)], vecs)
+    catalog = Catalog(32, index=ExactIndex(32) if index_kind == "exact" else HnswIndex(32))
+    items = [
+        CatalogItem(f"c{i // PER_CLUSTER}-{i}", f"title {i}", (f"genre{i // PER_CLUSTER}",), created_at=float(i))
+        for i in range(CLUSTERS * PER_CLUSTER)
+    ]
+    catalog.upsert(items, vecs)
     return catalog
 
 
-def click(item: str, n: int = 0) -> Event:
-    return Event(event_id=f"e{n}", user_id="u", item_id=item, type="click", ts=float(n))
+def recommender(**settings: object) -> Recommender:
+    return build_recommender(Settings(**{"k": 10, "policy": "mmr", **settings}), clustered_catalog())  # type: ignore[arg-type]
 
 
-def test_cold_user_gets_popular_items() -> None:
-    catalog = clustered_catalog()
-    rec = build_recommender(Settings(k=3, policy="relevance"), catalog)
-    other = rec.new_state()
-    for n, item in enumerate(["c1-30", "c1-30", "c2-60", "c1-30", "c2-60", "c3-80"]):
-        rec.observe(other, click(item, n))
-    cold = rec.recommend(rec.new_state())
-    assert [i.item_id for i in cold] == ["c1-30", "c2-60", "c3-80"]
-    assert all(i.reason == "trending" for i in cold)
+def ev(n: int, user: str, item: str, kind: str = "click", value: float = 1.0) -> tuple[bytes, Event]:
+    return user.encode(), Event(event_id=f"e{n}", user_id=user, item_id=item, type=kind, value=value, ts=1000.0 + n)
 
 
-def test_warm_user_gets_own_cluster_without_engaged_items() -> None:
-    for kind in ("exact", "hnsw"):
-        catalog = clustered_catalog(kind)
-        rec = build_recommender(Settings(k=10, policy="mmr", mmr_lambda=0.8), catalog)
-        state = rec.new_state()
-        engaged = ["c2-50", "c2-51", "c2-52"]
-        for n, item in enumerate(engaged):
-            state = rec.observe(state, click(item, n))
-        items = rec.recommend(state)
-        ids = [i.item_id for i in items]
-        assert len(ids) == 10 == len(set(ids))
-        assert not set(ids) & set(engaged)
-        assert sum(i.startswith("c2-") for i in ids) >= 8, ids
-        assert all(i.reason == "similar" for i in items)
+def item_of(cluster: int, i: int) -> str:
+    return f"c{cluster}-{cluster * PER_CLUSTER + i}"
+
+
+def test_cold_user_gets_trending_items() -> None:
+    rec = recommender(k=3, policy="relevance")
+    store: dict[bytes, bytes] = {}
+    others = [item_of(1, 5), item_of(1, 5), item_of(2, 7), item_of(1, 5), item_of(2, 7), item_of(3, 9)]
+    rec.process([ev(n, f"other{n}", item) for n, item in enumerate(others)], store)
+    # A 2-star rating carries no interest: the user stays cold.
+    [out] = rec.process([ev(99, "newbie", item_of(0, 0), "rating", 2.0)], store)
+    assert [i.item_id for i in out.items] == [item_of(1, 5), item_of(2, 7), item_of(3, 9)]
+    assert {i.reason for i in out.items} == {"trending"}
+
+
+@pytest.mark.parametrize("index_kind", ["exact", "hnsw"])
+def test_warm_user_gets_own_cluster_without_engaged_items(index_kind: str) -> None:
+    rec = build_recommender(Settings(k=10, policy="mmr", mmr_lambda=0.8), clustered_catalog(index_kind))
+    store: dict[bytes, bytes] = {}
+    engaged = [item_of(2, i) for i in range(3)]
+    outs = rec.process([ev(n, "u", item) for n, item in enumerate(engaged)], store)
+    ids = [i.item_id for i in outs[-1].items]
+    assert len(ids) == 10 == len(set(ids))
+    assert not set(ids) & set(engaged)
+    assert sum(i.startswith("c2-") for i in ids) >= 7, ids
+    assert any(i.reason.startswith("similar to title ") for i in outs[-1].items)
+
+
+def test_multi_interest_user_gets_both_interests() -> None:
+    rec = recommender(policy="relevance", interests=3)
+    store: dict[bytes, bytes] = {}
+    plan = [item_of(0, i) for i in range(4)] + [item_of(3, i) for i in range(4)]
+    outs = rec.process([ev(n, "u", item) for n, item in enumerate(plan)], store)
+    clusters = {i.item_id.split("-")[0] for i in outs[-1].items}
+    assert {"c0", "c3"} <= clusters
+
+
+def test_no_look_ahead_and_exact_user_state() -> None:
+    """A list never depends on later events of its batch; user states equal one-by-one handling."""
+    rng = np.random.default_rng(11)
+    events = [ev(n, f"u{rng.integers(4)}", item_of(int(rng.integers(4)), int(rng.integers(PER_CLUSTER))),
+                 str(rng.choice(["view", "click"]))) for n in range(40)]
+    events.insert(9, ev(90, "cold", item_of(0, 3), "rating", 2.0))
+
+    short_store: dict[bytes, bytes] = {}
+    short = recommender().process(events[:20], short_store)
+    long_store: dict[bytes, bytes] = {}
+    long = recommender().process(events, long_store)
+    assert [r.model_dump(exclude={"generated_at"}) for r in long[:20]] == [
+        r.model_dump(exclude={"generated_at"}) for r in short
+    ]
+
+    single_store: dict[bytes, bytes] = {}
+    single = recommender()
+    for pair in events:
+        single.process([pair], single_store)
+    assert long_store == single_store
+    assert [r.event_id for r in long] == [e.event_id for _, e in events]
+
+
+def test_every_list_carries_policy_and_arm_and_the_split_is_stable() -> None:
+    rec = recommender(ab_split="mmr=1,dpp_explore=1", ab_salt="exp-7")
+    store: dict[bytes, bytes] = {}
+    outs = rec.process([ev(n, f"user{n % 40}", item_of(n % 4, n % 25)) for n in range(120)], store)
+    by_user: dict[str, set[str]] = {}
+    for out in outs:
+        assert out.policy == out.arm and out.policy in {"mmr", "dpp_explore"}
+        by_user.setdefault(out.user_id, set()).add(out.policy)
+    assert all(len(p) == 1 for p in by_user.values()), "a user's policy never changes"
+    shares = sum(p == {"mmr"} for p in by_user.values()) / len(by_user)
+    assert 0.2 < shares < 0.8
+
+
+def test_explore_policy_fills_its_share_and_clicks_reward_the_bandit() -> None:
+    rec = recommender(policy="dpp_explore", explore_share=0.3)
+    assert isinstance(rec.bandit, ThompsonSampling)
+    store: dict[bytes, bytes] = {}
+    [first] = rec.process([ev(0, "u", item_of(0, 0))], store)
+    explored = [i.item_id for i in first.items if i.reason == "explore"]
+    assert len(explored) == explore_slots(0.3, 10) == 3
+    assert len({i.item_id for i in first.items}) == 10
+    before = rec.bandit.posterior(explored[0])
+    rec.process([ev(1, "u", explored[0])], store)  # the user clicks what we explored
+    after = rec.bandit.posterior(explored[0])
+    assert after[0] > before[0], "a click on a shown item is a reward for its arm"
+
+
+def test_calibrated_policy_follows_the_users_genre_mix() -> None:
+    plan = [item_of(0, i) for i in range(6)] + [item_of(1, i) for i in range(2)]
+    mixes = {}
+    for policy in ("relevance", "calibrated"):
+        rec = recommender(policy=policy, calibration_lambda=0.9)
+        store: dict[bytes, bytes] = {}
+        outs = rec.process([ev(n, "u", item) for n, item in enumerate(plan)], store)
+        state = rec._load(store, b"u")
+        genres = [rec.catalog.get(i.item_id).categories for i in outs[-1].items]  # type: ignore[union-attr]
+        mixes[policy] = miscalibration(genres, state.category_mix())
+    assert mixes["calibrated"] < mixes["relevance"]
 
 
 def test_short_catalog_gives_short_list() -> None:
     catalog = Catalog(2)
     catalog.upsert([CatalogItem("a", "A"), CatalogItem("b", "B")], np.eye(2, dtype=np.float32))
-    rec = build_recommender(Settings(k=10), catalog)
-    state = rec.observe(rec.new_state(), click("a"))
-    assert [i.item_id for i in rec.recommend(state)] == ["b"]
-
-
-def test_unknown_item_events_still_enter_history() -> None:
-    catalog = clustered_catalog()
-    rec = build_recommender(Settings(k=5), catalog)
-    state = rec.observe(rec.new_state(), click("not-in-catalog"))
-    assert state.history == ["not-in-catalog"] and state.is_cold
-
-
-def test_batch_processing_equals_one_by_one() -> None:
-    """A micro-batch (repeated users, cold and warm) gives exactly the lists of one-at-a-time handling."""
-    rng = np.random.default_rng(11)
-    clusters = rng.integers(4, size=40)
-    plan = [(f"u{rng.integers(4)}", f"c{c}-{c * 25 + rng.integers(25)}", str(rng.choice(["view", "click"])))
-            for c in clusters]
-    events = [(u.encode(), Event(event_id=f"e{n}", user_id=u, item_id=i, type=t, ts=float(n)))
-              for n, (u, i, t) in enumerate(plan)]
-    # A 2-star rating is no evidence of interest: this user stays cold and gets trending items.
-    events.insert(9, (b"cold", Event(event_id="e-cold", user_id="cold", item_id="c0-3", type="rating", value=2, ts=9)))
-
-    one_by_one_store: dict[bytes, bytes] = {}
-    rec1 = build_recommender(Settings(k=5), clustered_catalog())
-    singles = [rec1.process([pair], one_by_one_store)[0] for pair in events]
-
-    batch_store: dict[bytes, bytes] = {}
-    rec2 = build_recommender(Settings(k=5), clustered_catalog())
-    batched = rec2.process(events[:17], batch_store) + rec2.process(events[17:], batch_store)
-
-    assert [r.event_id for r in batched] == [e.event_id for _, e in events]
-    assert [[i.item_id for i in r.items] for r in batched] == [[i.item_id for i in r.items] for r in singles]
-    assert batch_store == one_by_one_store
-    assert any(i.reason == "trending" for r in batched for i in r.items)
-    assert any(i.reason == "similar" for r in batched for i in r.items)
+    rec = build_recommender(Settings(k=10, policy="mmr"), catalog)
+    [out] = rec.process([(b"u", Event(event_id="e", user_id="u", item_id="a", type="click", ts=1))], {})
+    assert [i.item_id for i in out.items] == ["b"]

@@ -1,0 +1,258 @@
+"""Multi-interest state, click model, co-visitation and online MF: do they learn what they claim?"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
+from streams.interest.relevance import FEATURES, RelevanceModel, candidate_features
+from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.mf import OnlineMF
+
+F32 = npt.NDArray[np.float32]
+DIM = 384
+# M=4 at d=384 with int8 centroids: 17 header + 4 x (8 + 384) + categories + history.
+# 8 categories of <= 10 chars and 50 ids of <= 9 chars stay under this.
+STATE_BUDGET_M4 = 17 + 4 * 392 + 8 * 15 + 50 * 10
+
+
+def _unit(x: F32) -> F32:
+    out: F32 = (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def _cluster_items(rng: np.random.Generator, centre: F32, n: int, spread: float = 1.0) -> F32:
+    """Unit vectors around ``centre`` (cosine ~0.7 for spread 1 at high dimension)."""
+    noise = rng.normal(size=(n, len(centre))).astype(np.float32)
+    return _unit(centre + spread * _unit(noise))
+
+
+# --- multi-interest -----------------------------------------------------------------------------
+
+
+def test_two_separated_interests_get_a_centroid_each() -> None:
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(2, DIM)).astype(np.float32))
+    space, cooking = _cluster_items(rng, centres[0], 40), _cluster_items(rng, centres[1], 40)
+    model = MultiInterest(DIM)
+    state = model.new_state()
+    for i in range(40):
+        state = model.learn_one(state, f"s{i}", space[i], 1.0, ts=2.0 * i, categories=("space",))
+        state = model.learn_one(state, f"c{i}", cooking[i], 1.0, ts=2.0 * i + 1, categories=("cooking",))
+    queries, weights = model.queries(state)
+    assert state.n_centroids >= 2
+    assert queries.shape == (state.n_centroids, DIM)
+    assert np.allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+    assert weights.sum() == pytest.approx(1.0)
+    # each cluster has a query close to it; the single decayed mean would sit between them (~0.7)
+    best = (queries @ centres.T).max(axis=0)
+    assert (best > 0.9).all(), best
+    assert float(_unit(model.query(state)) @ centres[0]) < 0.8
+    # both interests get a real share of the candidate budget
+    top_two = np.sort(weights)[::-1][:2]
+    assert top_two[1] > 0.3 * top_two[0]
+    assert split_budget(weights, 200).sum() == 200
+    assert set(state.category_mix()) == {"space", "cooking"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(max_interests=st.integers(1, 4), n_clusters=st.integers(1, 10), seed=st.integers(0, 2**16))
+def test_centroids_never_exceed_max_interests(max_interests: int, n_clusters: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dim = 32
+    centres = _unit(rng.normal(size=(n_clusters, dim)).astype(np.float32))
+    model = MultiInterest(dim, max_interests=max_interests)
+    state = model.new_state()
+    for i in range(60):
+        vec = _cluster_items(rng, centres[rng.integers(n_clusters)], 1, spread=0.5)[0]
+        state = model.learn_one(state, f"i{i}", vec, float(rng.uniform(0.1, 3.0)), ts=float(i))
+        assert 1 <= state.n_centroids <= max_interests
+    assert model.queries(state)[0].shape[0] == state.n_centroids
+
+
+_names = st.text(st.characters(codec="utf-8", exclude_characters="\x1f"), min_size=1, max_size=10)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(
+        st.tuples(_names, st.floats(0.0, 3.0), st.lists(_names, max_size=3), st.integers(0, 2**31)),
+        max_size=30,
+    ),
+    max_interests=st.integers(1, 4),
+)
+def test_state_bytes_round_trip_exactly(
+    events: list[tuple[str, float, list[str], int]], max_interests: int
+) -> None:
+    dim = 16
+    model = MultiInterest(dim, max_interests=max_interests, history_size=10)
+    state = model.new_state()
+    for n, (item, weight, cats, seed) in enumerate(events):
+        vec = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+        state = model.learn_one(state, item, vec, weight, ts=float(n), categories=cats)
+        raw = state.to_bytes()
+        back = MultiInterestState.from_bytes(raw)
+        assert back.to_bytes() == raw
+        assert np.array_equal(back.codes, state.codes)
+        assert np.array_equal(back.scales, state.scales)
+        assert np.array_equal(back.weights, state.weights)
+        assert (back.categories, back.history, back.events, back.last_ts) == (
+            state.categories, state.history, state.events, state.last_ts,
+        )
+        state = back  # learning on from the decoded state is what the changelog does
+    assert len(state.history) <= 10
+
+
+def test_state_size_for_four_interests_at_384_dims() -> None:
+    rng = np.random.default_rng(1)
+    model = MultiInterest(DIM, max_interests=4, tau=0.99)  # tau ~1: every item opens or merges
+    state = model.new_state()
+    for i in range(200):
+        vec = rng.normal(size=DIM).astype(np.float32)
+        state = model.learn_one(state, f"item{i:05d}", vec, 1.0, ts=float(i), categories=(f"genre{i % 12}",))
+    assert state.n_centroids == 4 and len(state.categories) == 8 and len(state.history) == 50
+    size = len(state.to_bytes())
+    assert size <= STATE_BUDGET_M4
+    state.history = []
+    assert len(state.to_bytes()) == 1673  # 17 + 4 x 392 + 8 categories ("genreN", 11-12 B each)
+
+
+def test_bad_version_is_refused() -> None:
+    raw = bytearray(MultiInterestState.empty(4).to_bytes())
+    raw[0] = 99
+    with pytest.raises(ValueError, match="version"):
+        MultiInterestState.from_bytes(bytes(raw))
+
+
+# --- relevance model ------------------------------------------------------------------------------
+
+
+def _auc(scores: F32, labels: npt.NDArray[np.bool_]) -> float:
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    pos = int(labels.sum())
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * (len(labels) - pos)))
+
+
+def test_relevance_model_ranks_clicked_items_first() -> None:
+    rng = np.random.default_rng(7)
+    dim, n_users, n_items = 16, 40, 300
+    centres = _unit(rng.normal(size=(n_users, 2, dim)).astype(np.float32))
+    items = _unit(rng.normal(size=(n_items, dim)).astype(np.float32))
+    popularity = rng.lognormal(1.5, 1.5, n_items)
+    created = rng.uniform(0, 1e6, n_items)
+    cats = [(f"g{i % 7}",) for i in range(n_items)]
+    interest, model = MultiInterest(dim), RelevanceModel()
+    # users whose two interests the state already knows (warm-up on items near their centres)
+    states = [interest.new_state() for _ in range(n_users)]
+    for u in range(n_users):
+        for j, vec in enumerate(_cluster_items(rng, centres[u, j % 2], 1, spread=0.5)[0] for j in range(30)):
+            states[u] = interest.learn_one(states[u], f"warm{j}", vec, 1.0, ts=float(j))
+    scores, labels = [], []
+    ts = 1e6
+    for step in range(6000):
+        u, i = int(rng.integers(n_users)), int(rng.integers(n_items))
+        true_cos = float((centres[u] @ items[i]).max())
+        p_click = 1.0 / (1.0 + np.exp(-(5.0 * true_cos + 0.7 * np.log1p(popularity[i]) - 4.0)))
+        clicked = bool(rng.random() < p_click)
+        ts += 5.0
+        x = candidate_features(interest, states[u], items[i : i + 1], cats[i : i + 1], popularity[i], created[i], ts)
+        if step >= 3000:  # progressive validation: score before learning
+            scores.append(float(model.predict_many(x)[0]))
+            labels.append(clicked)
+        model.learn_one(dict(zip(FEATURES, x[0].tolist(), strict=True)), clicked)
+    auc = _auc(np.array(scores, np.float32), np.array(labels))
+    assert auc > 0.75, auc
+
+
+def test_relevance_predict_many_matches_river() -> None:
+    rng = np.random.default_rng(3)
+    model = RelevanceModel()
+    for _ in range(300):
+        model.learn_one(dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True)), bool(rng.random() < 0.4))
+    rows = [dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True)) for _ in range(20)]
+    expected = [model.model.predict_proba_one(r)[True] for r in rows]  # type: ignore[no-untyped-call]
+    assert np.allclose(model.predict_many(rows), expected, atol=1e-5)
+    matrix = np.array([[r[f] for f in FEATURES] for r in rows], np.float32)
+    assert np.allclose(model.predict_many(matrix), expected, atol=1e-5)
+    assert model.predict_many(np.zeros((0, len(FEATURES)), np.float32)).shape == (0,)
+
+
+# --- co-visitation --------------------------------------------------------------------------------
+
+
+def test_co_engaged_items_become_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    groups = [[f"g{g}_{i}" for i in range(8)] for g in range(3)]
+    noise = [f"n{i}" for i in range(500)]
+    cv = CoVisitation(max_neighbours=10, window=5)
+    for _ in range(300):
+        group = groups[rng.integers(3)]
+        history: list[str] = []
+        for _ in range(6):
+            item = group[rng.integers(8)] if rng.random() < 0.8 else noise[rng.integers(500)]
+            cv.update(history, item)
+            history.append(item)
+    ids, scores = cv.neighbours(["g0_0"], 5)
+    assert len(ids) == 5 and all(str(i).startswith("g0_") for i in ids)
+    assert (np.diff(scores) <= 0).all()
+    s = cv.score(["g1_0", "g1_1"], ["g1_2", "g0_2", "unknown"])
+    assert s[0] > 5 * s[1] and s[2] == 0.0
+    # a noise item met next to hundreds of others keeps a bounded table
+    assert max(cv.n_neighbours(i) for i in groups[0] + noise) <= 20
+
+
+def test_neighbour_tables_stay_bounded() -> None:
+    cv = CoVisitation(max_neighbours=5)
+    for i in range(1000):
+        cv.update(["hub", "hub"], f"x{i}")
+        cv.update(["hub"], "x0")  # one steady neighbour must survive the churn
+    assert cv.n_neighbours("hub") <= 10
+    assert cv.neighbours(["hub"], 1)[0] == ["x0"]
+
+
+# --- online matrix factorisation ------------------------------------------------------------------
+
+
+def test_mf_learns_a_low_rank_preference() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items, rank, per_user = 200, 300, 3, 30
+    users, items = rng.normal(size=(n_users, rank)), rng.normal(size=(n_items, rank))
+    logits = 2.0 * users @ items.T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    stream: list[tuple[str, str]] = []
+    held_out: dict[str, tuple[str, list[str]]] = {}
+    for u in range(n_users):
+        picks = rng.choice(n_items, per_user + 1, replace=False, p=prob[u])
+        stream += [(f"u{u}", f"i{i}") for i in picks[:per_user]]
+        held_out[f"u{u}"] = (f"i{picks[-1]}", [f"i{i}" for i in picks[:per_user]])
+    order = rng.permutation(len(stream))
+    mf = OnlineMF(n_factors=8, lr=0.3, negatives=4, seed=1)
+    for j in order:
+        user, item = stream[j]
+        mf.learn_one(user, item, True)
+    hits = sum(item in mf.top_items(user, 10, exclude=seen)[0] for user, (item, seen) in held_out.items())
+    random_rate = 10 / (n_items - per_user)
+    assert hits / n_users > 3 * random_rate, hits / n_users
+
+
+def test_mf_numpy_scores_match_river_and_reads_do_not_grow_the_model() -> None:
+    mf = OnlineMF(n_factors=4, negatives=2, seed=0)
+    for k in range(200):
+        mf.learn_one(f"u{k % 7}", f"i{k % 13}", True)
+    users, items = len(mf.model.u_latents), len(mf.model.i_latents)
+    ids = [f"i{i}" for i in range(13)]
+    expected = [mf.model.predict_one("u3", i) for i in ids]  # type: ignore[no-untyped-call]
+    assert np.allclose(mf.scores("u3", ids), expected, atol=1e-5)
+    assert mf.predict_one("u3", "i5") == pytest.approx(expected[5], abs=1e-5)
+    mf.scores("stranger", ["new-item"])
+    mf.top_items("stranger", 5)
+    assert (len(mf.model.u_latents), len(mf.model.i_latents)) == (users, items)
+    top, top_scores = mf.top_items("u3", 20, exclude=["i0"])
+    assert len(top) == 12 and "i0" not in top and (np.diff(top_scores) <= 0).all()
