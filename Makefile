@@ -8,7 +8,7 @@ TRITON := .venv-triton
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test unit lint clean
+.PHONY: setup demo test unit lint clean prometheus
 
 # The app venv (uv is much faster than pip for torch's multi-GB wheels and caches them across clones).
 $(VENV)/.installed: pyproject.toml
@@ -29,7 +29,16 @@ $(TRITON)/.installed: $(VENV)/.installed
 .cache/kafka/libs/.complete: deploy/kafka/pom.xml $(VENV)/.installed
 	$(BIN)/python -c "from streams.local.kafka import ensure_jars; from streams.settings import Settings; ensure_jars(Settings().cache_dir)"
 
-setup: $(VENV)/.installed $(TRITON)/.installed .cache/kafka/libs/.complete
+# Prometheus and promtool (Debian's package) for the observability tests. A service the package may
+# start on :9090 is stopped: the tests run their own server on a free port.
+prometheus:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	      && { systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true; }; \
+	  else echo "promtool not found: install Debian's prometheus package (sudo apt-get install prometheus)" >&2; exit 1; fi; }
+
+setup: $(VENV)/.installed $(TRITON)/.installed .cache/kafka/libs/.complete prometheus
 
 demo: setup
 	$(BIN)/streamrec demo $(ARGS)

@@ -100,6 +100,8 @@ class Recommender:
     learned: int = 0
     #: One trace per list of the last batch, in order.
     traces: list[ListTrace] = field(default_factory=list)
+    #: The rewards (clicks and expired impressions) the last batch taught the models.
+    rewards: list[Reward] = field(default_factory=list)
 
     def new_state(self) -> MultiInterestState:
         return self.interest.new_state()
@@ -282,6 +284,7 @@ class Recommender:
         store: MutableMapping[bytes, bytes],
     ) -> None:
         latest_ts = 0.0
+        self.rewards = []
         for p, rec in zip(pending, lists, strict=True):
             event = p.event
             latest_ts = max(latest_ts, event.ts)
@@ -300,6 +303,7 @@ class Recommender:
 
     def _learn_reward(self, state: MultiInterestState, user_id: str, reward: Reward, ts: float) -> None:
         """A shown item was engaged with (1) or ignored (0): teach the click model and the bandit."""
+        self.rewards.append(reward)
         row = self.catalog.rows([reward.item_id])
         if len(row) == 0:
             return

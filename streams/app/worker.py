@@ -29,6 +29,7 @@ from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 
 from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonEncoder
+from streams.app.observability import serve_metrics
 from streams.contracts import (
     DeadLetter,
     DecodeError,
@@ -40,6 +41,7 @@ from streams.contracts import (
     decode_item,
     encode,
 )
+from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
@@ -63,7 +65,7 @@ def vectors_topic_name(settings: Settings) -> str:
 
 
 def to_catalog_item(item: Item) -> CatalogItem:
-    return CatalogItem(item.item_id, item.title, tuple(item.categories))
+    return CatalogItem(item.item_id, item.title, tuple(item.categories), item.created_at)
 
 
 class CatalogLoader:
@@ -172,11 +174,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     catalog = Catalog(EMBEDDING_DIM, index=make_index(s, EMBEDDING_DIM))
     recommender = build_recommender(s, catalog)
+    metrics = Metrics()
+    probe = ListProbe(catalog, metrics)
+    metrics.prepare(policies=recommender.policies, encoder=s.encoder)
+    metrics.track_sizes(items=lambda: len(catalog), users=lambda: len(users))
+    serve_metrics(app, s, metrics)
     loader = CatalogLoader(s, catalog)
 
     @functools.cache
     def encoder() -> Encoder:  # created on first use, inside the worker's event loop
-        return make_encoder(s)
+        return InstrumentedEncoder(make_encoder(s), metrics, s.encoder)
 
     async def dead_letter(event: EventT[bytes], error: DecodeError) -> None:
         msg = event.message
@@ -192,6 +199,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         )
         log.warning("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
         await dlq_topic.send(key=msg.key, value=encode(record))
+        metrics.dead_letter(error.reason)
 
     async def load_catalog() -> None:
         for topic in (vectors_topic, recs_topic, dlq_topic):
@@ -220,13 +228,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
             await loader.ready.wait()
             good: list[tuple[bytes, Event]] = []
+            produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
             for ev in batch:
                 try:
                     good.append((cast(bytes, ev.message.key), parse_event(ev, catalog)))
+                    produced_at.append(ev.message.timestamp)
                 except DecodeError as err:
                     await dead_letter(ev, err)
-            for rec in recommender.process(good, users):
+            recs = recommender.process(good, users)
+            for rec in recs:
                 await recs_topic.send(key=rec.user_id.encode(), value=encode(rec))
+            probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
 
     class Status(View):
         async def get(self, request: Request) -> Response:

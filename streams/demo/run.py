@@ -20,6 +20,7 @@ from streams.demo.movielens import MovieLens, load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, produce
 from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
 from streams.local.triton import TritonServer
+from streams.metrics import metrics_url
 from streams.settings import Settings
 
 console = Console()
@@ -122,6 +123,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
     await collector.start()
     worker.start()
     console.print(f"worker started (encoder: {settings.encoder}); status at {worker.status_url}, log {log_path}")
+    console.print(f"worker metrics (Prometheus) at {metrics_url(settings)}")
     try:
         with _progress() as progress:
             task = progress.add_task("embedding catalog", total=len(data.items))

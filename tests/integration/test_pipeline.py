@@ -16,9 +16,11 @@ from aiokafka import AIOKafkaConsumer
 from encoders import TritonEncoder
 from streams.app.worker import vectors_topic_name
 from streams.contracts import DeadLetter, Event, Item, decode
+from streams.explore import explore_slots
 from streams.harness import RecommendationCollector, WorkerProcess, produce
 from streams.local.kafka import KafkaBroker, acreate_topics
 from streams.local.triton import TritonServer
+from streams.policies import assign, parse_split
 from streams.settings import Settings
 from tests.integration.conftest_kafka import free_ports
 
@@ -113,6 +115,9 @@ def settings(kafka_broker: KafkaBroker, triton_server: TritonServer, tmp_path: P
         triton_url=triton_server.url,
         k=K,
         policy="mmr",
+        ab_split="mmr=1,dpp_explore=1",
+        ab_salt="pipeline-test",
+        explore_share=0.2,
         mmr_lambda=0.7,
         web_port=free_ports(1)[0],
         data_dir=tmp_path / "worker",
@@ -195,7 +200,10 @@ async def test_events_in_diversified_lists_out(settings: Settings, tmp_path: Pat
         engaged[event.user_id].add(event.item_id)
         rec = by_event[event.event_id]
         ids = [i.item_id for i in rec.items]
-        assert rec.user_id == event.user_id and rec.policy == "mmr"
+        assert rec.user_id == event.user_id
+        assert rec.policy == rec.arm == assign(event.user_id, parse_split(settings.ab_split), settings.ab_salt)
+        explored = sum(i.reason == "explore" for i in rec.items)
+        assert explored == (explore_slots(0.2, K) if rec.policy == "dpp_explore" else 0)
         assert len(ids) == K == len(set(ids))
         assert not set(ids) & engaged[event.user_id], f"{event.event_id} recommends engaged items"
 
@@ -210,7 +218,9 @@ async def test_events_in_diversified_lists_out(settings: Settings, tmp_path: Pat
     random_lists = [rng.choice(len(items), K, replace=False) for _ in range(200)]
     random_closeness = float(np.mean([np.mean([space @ vecs[j] for j in lst]) for lst in random_lists]))
     assert closeness > random_closeness + 0.1, (closeness, random_closeness)
-    assert sum(i.item_id.startswith("space-") for i in last_astro.items) >= 3
+    exploited = [i for i in last_astro.items if i.reason != "explore"]
+    assert sum(i.item_id.startswith("space-") for i in exploited) >= len(exploited) - 1
+    assert {r.policy for r in recs} == {"mmr", "dpp_explore"}, "the salt splits these users over both arms"
 
     # Bad input: each refused message is in the dead-letter topic with its reason and original bytes.
     assert sorted(d.reason for d in dead) == ["invalid_json", "schema", "unknown_item"]

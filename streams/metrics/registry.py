@@ -1,0 +1,222 @@
+"""The worker's Prometheus metrics: one :class:`Metrics` object holding every ``streamrec_*`` family.
+
+Each :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry` (no process-wide
+globals), so tests create as many as they like. Labels only ever take values from a small set fixed by
+the code or the settings (event type, policy, arm, candidate source, reranker, dead-letter reason,
+encoder kind, partition): never a user id, item id or anything else that grows with the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from streams.contracts import EventType, RecommendedItem
+from streams.metrics.quality import exploration_share, intra_list_diversity
+
+#: Where the worker serves its metrics.
+METRICS_PATH = "/metrics"
+#: The dead-letter reasons the worker knows (``streams.contracts`` and ``parse_event``), exported at 0 from
+#: the start so that rates and alerts work before the first bad message.
+DEAD_LETTER_REASONS = ("empty", "too_large", "invalid_utf8", "invalid_json", "schema", "key_mismatch", "unknown_item")
+
+# Bucket bounds, in the unit of the metric's name. The recommender's own steps take micro- to
+# milliseconds, a trip through Kafka milliseconds, an encoder request milliseconds to seconds.
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STEP_BUCKETS_S = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
+ENCODER_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+POOL_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000)
+ILD_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
+SHARE_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+
+class Metrics:
+    """Every ``streamrec_*`` metric, with one small method per thing the worker records.
+
+    >>> m = Metrics()
+    >>> m.dead_letter("invalid_json")
+    >>> m.registry.get_sample_value("streamrec_dead_letters_total", {"reason": "invalid_json"})
+    1.0
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        coverage_window_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        counter = functools.partial(Counter, registry=self.registry)
+        gauge = functools.partial(Gauge, registry=self.registry)
+        histogram = functools.partial(Histogram, registry=self.registry)
+        self.events = counter("streamrec_events_consumed_total", "Usable events consumed, by event type", ["type"])
+        self.recommendations = counter(
+            "streamrec_recommendations_total", "Recommendation lists produced, by policy", ["policy"]
+        )
+        self.impressions = counter(
+            "streamrec_impressions_total", "Items shown in produced lists, by policy and arm", ["policy", "arm"]
+        )
+        self.clicks = counter(
+            "streamrec_feedback_clicks_total",
+            "Clicks on recommended items attributed to the list that showed them, by policy and arm",
+            ["policy", "arm"],
+        )
+        self.end_to_end = histogram(
+            "streamrec_end_to_end_latency_seconds",
+            "From the Kafka record timestamp of an event (not its business-time ts field) to its "
+            "recommendation list being sent",
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self.encoder_latency = histogram(
+            "streamrec_encoder_request_duration_seconds",
+            "Successful encoder requests (one call of encode, the client's retries included), by encoder kind",
+            ["encoder"], buckets=ENCODER_BUCKETS_S,
+        )
+        self.encoder_batch = histogram(
+            "streamrec_encoder_batch_size", "Texts per encoder request, by encoder kind", ["encoder"],
+            buckets=BATCH_BUCKETS,
+        )
+        self.encoder_errors = counter(
+            "streamrec_encoder_errors_total", "Failed encoder requests, by encoder kind", ["encoder"]
+        )
+        self.candidate_pool = histogram(
+            "streamrec_candidate_pool_size",
+            "Candidates one list got from each retrieval source (de-duplicated, the user's history left out)",
+            ["source"], buckets=POOL_BUCKETS,
+        )
+        self.rerank = histogram(
+            "streamrec_rerank_duration_seconds", "Time to rerank one list, by reranker", ["reranker"],
+            buckets=STEP_BUCKETS_S,
+        )
+        self.ild = histogram(
+            "streamrec_list_ild",
+            "Intra-list diversity of each produced list: mean pairwise cosine distance of its items, by policy",
+            ["policy"], buckets=ILD_BUCKETS,
+        )
+        self.exploration = histogram(
+            "streamrec_list_exploration_share",
+            "Fraction of each produced list's items placed to explore (reason 'explore'), by policy",
+            ["policy"], buckets=SHARE_BUCKETS,
+        )
+        self.dead_letters = counter(
+            "streamrec_dead_letters_total", "Messages sent to the dead-letter topic, by reason", ["reason"]
+        )
+        self.consumer_lag = gauge(
+            "streamrec_consumer_lag_messages",
+            "Events not yet committed by this worker's consumer group: end offset minus committed offset, "
+            "for each events partition assigned to this worker",
+            ["partition"],
+        )
+        self.item_index_size = gauge("streamrec_item_index_size", "Items in this worker's catalog and vector index")
+        self.user_states = gauge(
+            "streamrec_user_state_table_size", "User states in this worker's partitions of the table"
+        )
+        self.recommended_items = gauge(
+            "streamrec_recommended_distinct_items",
+            f"Distinct items in the lists this worker produced in the last {coverage_window_s:g} s "
+            "(catalog coverage = this / streamrec_item_index_size)",
+        )
+        self._window_s = coverage_window_s
+        self._clock = clock
+        self._last_shown: dict[str, float] = {}  # item id -> when last shown, oldest first; <= catalog size
+        self._list_children: dict[tuple[str, str], tuple[Counter, Counter, Histogram, Histogram]] = {}
+        self.recommended_items.set_function(self._distinct_recent)
+        for kind in EventType:
+            self.events.labels(kind.value)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+
+    def prepare(self, *, policies: Iterable[str], encoder: str) -> None:
+        """Export the series of this worker's policies and encoder at 0, before anything happens."""
+        for policy in policies:
+            for family in (self.recommendations, self.ild, self.exploration):
+                family.labels(policy)
+        for family in (self.encoder_latency, self.encoder_batch, self.encoder_errors):
+            family.labels(encoder)
+
+    def track_sizes(self, items: Callable[[], int], users: Callable[[], int]) -> None:
+        """Read the catalog and user-table sizes when scraped (no bookkeeping on the hot path)."""
+        self.item_index_size.set_function(items)
+        self.user_states.set_function(users)
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def event_consumed(self, event_type: str) -> None:
+        self.events.labels(event_type).inc()
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
+
+    def list_produced(
+        self, policy: str, arm: str, items: Sequence[RecommendedItem], embeddings: npt.NDArray[np.float32]
+    ) -> None:
+        """One published list: its count, impressions, quality and the items it covers."""
+        children = self._list_children.get((policy, arm))
+        if children is None:
+            # the clicks series of an arm exists from its first impression, so CTR reads 0, not "no data"
+            self.clicks.labels(policy, arm)
+            children = self._list_children[policy, arm] = (
+                self.recommendations.labels(policy), self.impressions.labels(policy, arm),
+                self.ild.labels(policy), self.exploration.labels(policy),
+            )
+        recommendations, impressions, ild_hist, exploration = children
+        recommendations.inc()
+        impressions.inc(len(items))
+        ild = intra_list_diversity(embeddings)
+        if ild is not None:
+            ild_hist.observe(ild)
+        share = exploration_share(items)
+        if share is not None:
+            exploration.observe(share)
+        now = self._clock()
+        for item in items:
+            # re-inserting moves the item to the end: the dict stays ordered by last shown
+            self._last_shown.pop(item.item_id, None)
+            self._last_shown[item.item_id] = now
+
+    def click(self, policy: str, arm: str) -> None:
+        """A click attributed to a list of ``policy``/``arm`` (CTR = clicks / impressions, in PromQL)."""
+        self.clicks.labels(policy, arm).inc()
+
+    def end_to_end_latency(self, seconds: float) -> None:
+        self.end_to_end.observe(max(seconds, 0.0))  # producer and worker clocks may disagree slightly
+
+    def encoder_request(self, encoder: str, batch_size: int, seconds: float) -> None:
+        self.encoder_latency.labels(encoder).observe(seconds)
+        self.encoder_batch.labels(encoder).observe(batch_size)
+
+    def encoder_error(self, encoder: str) -> None:
+        self.encoder_errors.labels(encoder).inc()
+
+    def candidates(self, source: str, size: int) -> None:
+        """``size`` candidates of one list came from ``source`` (a retrieval source name, never free text)."""
+        self.candidate_pool.labels(source).observe(size)
+
+    def reranked(self, reranker: str, seconds: float) -> None:
+        """One list took ``seconds`` to rerank with the reranker named ``reranker``."""
+        self.rerank.labels(reranker).observe(seconds)
+
+    def set_consumer_lag(self, lag_by_partition: Mapping[int, int]) -> None:
+        """Replace the lag of every partition: a partition this worker no longer owns disappears."""
+        self.consumer_lag.clear()
+        for partition, lag in lag_by_partition.items():
+            self.consumer_lag.labels(str(partition)).set(lag)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format, as ``/metrics`` serves it."""
+        return generate_latest(self.registry)
+
+    def _distinct_recent(self) -> float:
+        cutoff = self._clock() - self._window_s
+        stale = list(itertools.takewhile(lambda item: self._last_shown[item] < cutoff, self._last_shown))
+        for item in stale:
+            del self._last_shown[item]
+        return float(len(self._last_shown))
