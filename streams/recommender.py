@@ -180,14 +180,24 @@ class Recommender:
         offset = 0
         for p, q_weights, n_q in zip(pending, weights, sizes, strict=True):
             seen = catalog.rows(p.state.history)
-            sources: dict[int, str] = {}
+            # taken[r]: row r is in the user's history or already a candidate (first source wins).
+            taken = np.zeros(len(catalog), dtype=bool)
+            taken[seen] = True
+            pool_rows: list[Rows] = []
+            pool_tags: list[str] = []
 
             def add(
-                rows: Sequence[int] | Rows, tag: str, limit: int, seen: Rows = seen, sources: dict[int, str] = sources
+                rows: Rows,
+                tag: str,
+                limit: int,
+                taken: npt.NDArray[np.bool_] = taken,
+                pool_rows: list[Rows] = pool_rows,
+                pool_tags: list[str] = pool_tags,
             ) -> None:
-                fresh = np.asarray(rows, dtype=np.int64)
-                for r in fresh[~np.isin(fresh, seen)][:limit]:
-                    sources.setdefault(int(r), tag)
+                rows = rows[~taken[rows]][:limit]  # each source lists a row at most once
+                taken[rows] = True
+                pool_rows.append(rows)
+                pool_tags.extend([tag] * len(rows))
 
             for j, budget in enumerate(split_budget(q_weights, mix.similar) if n_q else []):
                 add(ann_rows[offset + j], SIMILAR, int(budget))
@@ -199,7 +209,8 @@ class Recommender:
             add(catalog.rows([str(i) for i in mf_ids]), COLLABORATIVE, mix.collaborative)
             add(trending_rows, TRENDING, mix.trending)
             add(fresh_rows, FRESH, mix.fresh)
-            rows = np.fromiter(sources, dtype=np.int64, count=len(sources))
+            rows = np.concatenate(pool_rows)
+            sources = dict(zip(rows.tolist(), pool_tags, strict=True))
             if len(rows) == 0:
                 lists.append([])
                 self.traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
@@ -269,7 +280,9 @@ class Recommender:
         # Seeded by the event, so a replay explores the same way.
         rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(p.event.event_id.encode(), digest_size=8).digest()))
         n = len(self.catalog)
-        pool = rng.choice(n, size=min(n, self.mix.explore_pool + len(seen) + self.k), replace=False)
+        # Draw with replacement and drop repeats: a full permutation of the catalog per list is slow.
+        draw = rng.integers(n, size=2 * (self.mix.explore_pool + len(seen) + self.k))
+        pool = draw[np.sort(np.unique(draw, return_index=True)[1])]
         pool = pool[~np.isin(pool, seen)][: self.mix.explore_pool]
         ids = [self.catalog.items[r].item_id for r in pool]
         context = self.catalog.vectors[pool] if isinstance(self.bandit, LinUCB) else None
@@ -288,33 +301,36 @@ class Recommender:
         for p, rec in zip(pending, lists, strict=True):
             event = p.event
             latest_ts = max(latest_ts, event.ts)
-            for reward in self.feedback.on_engagement(event):
-                self._learn_reward(p.before, event.user_id, reward, event.ts)
+            self._learn_rewards(p.before, event.user_id, self.feedback.on_engagement(event), event.ts)
             weight = engagement_weight(event)
             self.catalog.record_engagement(event.item_id, weight)
             if weight > 0 and event.item_id in self.catalog:
                 self.covisit.update(p.before.history[-self.covisit.window :], event.item_id, weight)
                 self.mf.learn_one(event.user_id, event.item_id, 1.0)
             self.feedback.record_impressions(event.user_id, event.event_id, rec.items, p.arm, p.policy.name, event.ts)
+        expired: dict[str, list[Reward]] = {}
         for reward in self.feedback.expire(latest_ts):
-            key = reward.user_id.encode()
-            state = states.get(key) or self._load(store, key)
-            self._learn_reward(state, reward.user_id, reward, latest_ts)
+            expired.setdefault(reward.user_id, []).append(reward)
+        for user_id, rewards in expired.items():
+            key = user_id.encode()
+            self._learn_rewards(states.get(key) or self._load(store, key), user_id, rewards, latest_ts)
 
-    def _learn_reward(self, state: MultiInterestState, user_id: str, reward: Reward, ts: float) -> None:
-        """A shown item was engaged with (1) or ignored (0): teach the click model and the bandit."""
-        self.rewards.append(reward)
-        row = self.catalog.rows([reward.item_id])
-        if len(row) == 0:
+    def _learn_rewards(self, state: MultiInterestState, user_id: str, rewards: Sequence[Reward], ts: float) -> None:
+        """Shown items of one user were engaged with (1) or ignored (0): teach the click model and
+        the bandit. Features come from one call for all of them."""
+        known = [r for r in rewards if r.item_id in self.catalog]
+        self.rewards.extend(rewards)
+        if not known:
             return
-        fake = Event(event_id="-", user_id=user_id, item_id=reward.item_id, type="view", ts=ts)
-        features = self._features(
-            state, fake, row, [reward.item_id], self.catalog.popularity(), self.catalog.created_at()
-        )
-        self.relevance.learn_one(dict(zip(FEATURES, features[0].tolist(), strict=True)), reward.reward > 0)
-        self.learned += 1
-        context = self.catalog.vectors[row[0]] if isinstance(self.bandit, LinUCB) else None
-        self.bandit.learn_one(reward.item_id, reward.reward, context)
+        ids = [r.item_id for r in known]
+        rows = self.catalog.rows(ids)
+        probe = Event(event_id="-", user_id=user_id, item_id=ids[0], type="view", ts=ts)
+        features = self._features(state, probe, rows, ids, self.catalog.popularity(), self.catalog.created_at())
+        linucb = isinstance(self.bandit, LinUCB)
+        for reward, row, x in zip(known, rows, features.tolist(), strict=True):
+            self.relevance.learn_one(dict(zip(FEATURES, x, strict=True)), reward.reward > 0)
+            self.bandit.learn_one(reward.item_id, reward.reward, self.catalog.vectors[row] if linucb else None)
+        self.learned += len(known)
 
 
 def make_index(settings: Settings, dim: int) -> VectorIndex:
