@@ -67,6 +67,29 @@ class ListTrace:
     rerank_s: float
 
 
+def parse_mix(spec: str) -> CandidateMix:
+    """``"similar=300,fresh=0"`` -> a :class:`CandidateMix` (sources not named keep their default).
+
+    >>> parse_mix("similar=300,explore=10")
+    CandidateMix(similar=300, covisited=50, collaborative=50, trending=50, fresh=20, explore_pool=10)
+    """
+    names = {
+        "similar": "similar",
+        "covisited": "covisited",
+        "collaborative": "collaborative",
+        "trending": "trending",
+        "fresh": "fresh",
+        "explore": "explore_pool",
+    }
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, size = part.partition("=")
+        if name.strip() not in names or not size.strip().isdigit():
+            raise ValueError(f"bad candidate mix entry {part!r}; expected NAME=COUNT with NAME in {', '.join(names)}")
+        sizes[names[name.strip()]] = int(size)
+    return CandidateMix(**sizes)
+
+
 @dataclass
 class _Pending:
     """One event's list in the making."""
@@ -365,7 +388,7 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         split=parse_split(settings.ab_split or settings.policy),
         salt=settings.ab_salt,
         k=settings.k,
-        mix=CandidateMix(similar=settings.candidates),
+        mix=parse_mix(settings.candidates),
         bandit=bandit,
         feedback=FeedbackJoiner(window_s=settings.feedback_window_s),
     )

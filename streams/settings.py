@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     index: IndexKind = Field(
         default="exact", description="Item vector index: 'exact' (numpy) or 'hnsw' (hnswlib, approximate)"
     )
-    candidates: int = Field(default=200, ge=1, description="Candidates retrieved before reranking")
+    candidates: str = Field(
+        default="similar=200,covisited=50,collaborative=50,trending=50,fresh=20,explore=50",
+        pattern=r"^\s*((similar|covisited|collaborative|trending|fresh|explore)=\d+\s*(,\s*|$))*$",
+        description="Candidates per source before de-duplication (similar is split over the user's interests)",
+    )
     interest_half_life: float = Field(
         default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"
     )

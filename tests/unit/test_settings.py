@@ -22,7 +22,8 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize(("name", "value"), [("STREAMREC_K", "0"), ("STREAMREC_POLICY", "nope"),
-                                             ("STREAMREC_MMR_LAMBDA", "1.5")])
+                                             ("STREAMREC_MMR_LAMBDA", "1.5"),
+                                             ("STREAMREC_CANDIDATES", "similar=10,bogus=3")])
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
