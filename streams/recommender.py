@@ -176,14 +176,6 @@ class Recommender:
         self.interest.learn_one(state, event.item_id, vec, engagement_weight(event), event.ts, categories)
 
     # --- serving ------------------------------------------------------------------------
-    def recommend(
-        self, state: MultiInterestState, user_id: str = "", event_id: str = "", ts: float = 0.0
-    ) -> list[RecommendedItem]:
-        """The list for one state (no learning): what :meth:`process` would publish for it."""
-        policy = self.policy_of(user_id)
-        event = Event(event_id=event_id or "-", user_id=user_id or "-", item_id="-", type="view", ts=ts)
-        return self._recommend([_Pending(event, state, state, policy, policy.name)])[0]
-
     def _recommend(self, pending: Sequence[_Pending]) -> list[list[RecommendedItem]]:
         catalog, mix = self.catalog, self.mix
         if len(catalog) == 0:
