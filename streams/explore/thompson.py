@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from streams._state import dump_state, load_state
 from streams.explore.base import Bandit, Features
 
 _VERSION = 1
@@ -108,7 +108,6 @@ class ThompsonSampling(Bandit):
     def to_bytes(self) -> bytes:
         n = len(self._index)
         state = {
-            "version": _VERSION,
             "alpha0": self.alpha0,
             "beta0": self.beta0,
             "half_life": self.half_life,
@@ -119,13 +118,11 @@ class ThompsonSampling(Bandit):
             "f": self._f[:n].tolist(),
             "t": self._t[:n].tolist(),
         }
-        return json.dumps(state, separators=(",", ":")).encode("utf-8")
+        return dump_state(_VERSION, state)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ThompsonSampling:
-        state = json.loads(raw)
-        if state.get("version") != _VERSION:
-            raise ValueError(f"unknown Thompson state version {state.get('version')}")
+        state = load_state(raw, _VERSION, "Thompson")
         ts = cls(state["alpha0"], state["beta0"], state["half_life"], state["seed"])
         ts._step = state["step"]
         ts._index = {a: i for i, a in enumerate(state["arms"])}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from streams._state import dump_state, load_state
 from streams.contracts import Event, RecommendedItem
 from streams.interest import engagement_weight
 
@@ -68,7 +68,7 @@ class FeedbackJoiner:
       stronger, ratings of 4+, not bare views) with an item shown to the user at most
       ``window_s`` seconds before is a positive for that slot. When the item was in several
       pending lists the latest one gets the credit and the earlier ones are retired unrewarded
-      (last touch), so one click is one positive. An engagement with an item never shown (or
+      (last touch, counted in :attr:`superseded`), so one click is one positive. An engagement with an item never shown (or
       shown outside the window) yields no reward; it is still interest, which the caller
       feeds to the interest model as usual.
     * :meth:`expire`: impressions more than ``window_s`` old with no engagement are
@@ -102,6 +102,8 @@ class FeedbackJoiner:
         self.max_users = max_users
         self.min_weight = min_weight
         self.dropped = 0
+        #: Earlier impressions of an item whose later impression took the credit for a click.
+        self.superseded = 0
         self._users: OrderedDict[str, _User] = OrderedDict()  # least recently shown to first
         # (ts of a user's oldest pending impression, user): expire() visits only users with
         # something due. Stale entries (user evicted or rescheduled) are skipped when popped.
@@ -160,6 +162,7 @@ class FeedbackJoiner:
         credited = user.shown[hits[-1]]  # sorted by ts: the latest impression
         for i in reversed(hits):
             del user.shown[i]
+        self.superseded += len(hits) - 1
         if not user.shown:
             del self._users[event.user_id]  # its heap entry goes stale
         return [credited.outcome(event.user_id, 1.0)]
@@ -185,23 +188,22 @@ class FeedbackJoiner:
 
     def to_bytes(self) -> bytes:
         state = {
-            "version": _VERSION,
             "params": [self.window_s, self.max_per_user, self.max_users, self.min_weight],
             "dropped": self.dropped,
+            "superseded": self.superseded,
             "users": [
                 [uid, [[s.ts, s.item_id, s.position, s.reason, s.rec_event_id, s.arm, s.policy] for s in u.shown]]
                 for uid, u in self._users.items()
             ],
         }
-        return json.dumps(state, separators=(",", ":")).encode("utf-8")
+        return dump_state(_VERSION, state)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FeedbackJoiner:
-        state = json.loads(raw)
-        if state.get("version") != _VERSION:
-            raise ValueError(f"unknown feedback state version {state.get('version')}")
+        state = load_state(raw, _VERSION, "feedback")
         joiner = cls(*state["params"])
         joiner.dropped = state["dropped"]
+        joiner.superseded = state["superseded"]
         for uid, shown in state["users"]:
             user = joiner._users[uid] = _User([_Shown(*s) for s in shown])
             joiner._schedule(uid, user)

@@ -126,4 +126,4 @@ def test_every_impression_resolves_at_most_once(ops: list[tuple[str, str, str, f
     rewards += j.expire(math.inf)
     keys = [(r.rec_event_id, r.position) for r in rewards]
     assert len(keys) == len(set(keys))
-    assert len(rewards) + j.dropped == recorded and j.pending == 0
+    assert len(rewards) + j.dropped + j.superseded == recorded and j.pending == 0
