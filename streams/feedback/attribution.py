@@ -68,9 +68,9 @@ class FeedbackJoiner:
       stronger, ratings of 4+, not bare views) with an item shown to the user at most
       ``window_s`` seconds before is a positive for that slot. When the item was in several
       pending lists the latest one gets the credit and the earlier ones are retired unrewarded
-      (last touch, counted in :attr:`superseded`), so one click is one positive. An engagement with an item never shown (or
-      shown outside the window) yields no reward; it is still interest, which the caller
-      feeds to the interest model as usual.
+      (last touch, counted in :attr:`superseded`), so one click is one positive. An
+      engagement with an item never shown (or shown outside the window) yields no reward; it
+      is still interest, which the caller feeds to the interest model as usual.
     * :meth:`expire`: impressions more than ``window_s`` old with no engagement are
       negatives. Call it once per micro-batch with the batch's latest event time.
 
