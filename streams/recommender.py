@@ -178,7 +178,11 @@ class Recommender:
     # --- serving ------------------------------------------------------------------------
     def _recommend(self, pending: Sequence[_Pending]) -> list[list[RecommendedItem]]:
         catalog, mix = self.catalog, self.mix
+        self.traces = []
+        if not pending:  # a batch whose every message went to the dead-letter topic
+            return []
         if len(catalog) == 0:
+            self.traces = [ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0) for p in pending]
             return [[] for _ in pending]
         trending_rows, _ = catalog.popular(mix.trending)
         fresh_rows = catalog.newest(mix.fresh)
@@ -191,7 +195,6 @@ class Recommender:
         if sum(sizes):
             ann_rows, _ = catalog.index.search_many(np.concatenate(queries), want)
         lists: list[list[RecommendedItem]] = []
-        self.traces = []
         offset = 0
         for p, q_weights, n_q in zip(pending, weights, sizes, strict=True):
             seen = catalog.rows(p.state.history)

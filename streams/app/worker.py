@@ -18,6 +18,7 @@ import base64
 import functools
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -79,6 +80,9 @@ class CatalogLoader:
         self.settings = settings
         self.catalog = catalog
         self.ready = asyncio.Event()
+        #: Held while the catalog is read off the event loop (the recommender's thread), so an
+        #: upsert never changes it under a batch in progress.
+        self.lock = asyncio.Lock()
 
     async def run(self) -> None:
         topic = vectors_topic_name(self.settings)
@@ -97,7 +101,8 @@ class CatalogLoader:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for records in batch.values():
-                    self._load([r.value for r in records if r.value is not None])
+                    async with self.lock:
+                        self._load([r.value for r in records if r.value is not None])
                 if pending:
                     pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
                     if not pending:
@@ -235,9 +240,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     produced_at.append(ev.message.timestamp)
                 except DecodeError as err:
                     await dead_letter(ev, err)
-            recs = recommender.process(good, users)
+            started = time.time()
+            # The recommender's work is CPU-bound: run it off the event loop, which meanwhile keeps
+            # fetching, heartbeating and sending. Writes collect in `written` and reach the table
+            # (whose changelog producer belongs to the loop) back on the loop; reads fall through.
+            written: dict[bytes, bytes] = {}
+            async with loader.lock:
+                recs = await asyncio.to_thread(recommender.process, good, ChainMap(written, users))
+            for key, value in written.items():
+                users[key] = value
+            processed = time.time()
             for rec in recs:
                 await recs_topic.send(key=rec.user_id.encode(), value=encode(rec))
+            if produced_at:
+                log.debug(
+                    "batch of %d: oldest waited %.0f ms, process %.0f ms, send %.0f ms",
+                    len(recs), 1e3 * (started - min(produced_at)), 1e3 * (processed - started),
+                    1e3 * (time.time() - processed),
+                )
             probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
 
     class Status(View):

@@ -146,3 +146,12 @@ def test_short_catalog_gives_short_list() -> None:
     rec = build_recommender(Settings(k=10, policy="mmr"), catalog)
     [out] = rec.process([(b"u", Event(event_id="e", user_id="u", item_id="a", type="click", ts=1))], {})
     assert [i.item_id for i in out.items] == ["b"]
+
+
+def test_empty_batch_and_empty_catalog() -> None:
+    """A batch whose every message was dead-lettered is empty; a catalog with no items yields empty lists."""
+    rec = recommender()
+    assert rec.process([], {}) == [] and rec.traces == []
+    empty = build_recommender(Settings(k=5), Catalog(32))
+    [out] = empty.process([ev(0, "u", "not-yet-embedded")], {})
+    assert out.items == [] and len(empty.traces) == 1
