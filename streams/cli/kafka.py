@@ -7,24 +7,19 @@ through the pidfile and the ports recorded in its home.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import typer
 
-from streams.local.kafka import KafkaBroker, ensure_jars
+from streams.local.kafka import KafkaBroker, ensure_jars, libs_dir, local_home
 from streams.settings import Settings
 
 app = typer.Typer(help="Run a real single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
 
 
-def _home(cache_dir: Path) -> Path:
-    return cache_dir / "kafka" / "broker"
-
-
 def _existing() -> KafkaBroker:
     cache_dir = Settings().cache_dir
     # down/status never need the jars, so don't fetch them here
-    return KafkaBroker.from_home(_home(cache_dir), cache_dir / "kafka" / "libs")
+    return KafkaBroker.from_home(local_home(cache_dir), libs_dir(cache_dir))
 
 
 @app.command()
@@ -35,7 +30,7 @@ def up(
 ) -> None:
     """Start the broker (fetching the jars with Maven on first use); no-op if it already runs."""
     cache_dir = Settings().cache_dir
-    broker = KafkaBroker(_home(cache_dir), ensure_jars(cache_dir), port=port, controller_port=controller_port)
+    broker = KafkaBroker(local_home(cache_dir), ensure_jars(cache_dir), port=port, controller_port=controller_port)
     t0 = time.monotonic()
     try:
         broker.start(timeout_s=timeout)

@@ -7,17 +7,13 @@ from typing import Annotated
 
 import typer
 
-from streams.local.triton import TritonServer
+from streams.local.triton import TritonServer, local_home
 from streams.settings import Settings
 
 app = typer.Typer(help="Local Triton Inference Server serving the text encoder.", no_args_is_help=True)
 
 # the state file lets `down`/`status` in a new shell find the ports that `up` used
 _PORTS = "ports"
-
-
-def _home() -> Path:
-    return Settings().cache_dir / "triton"
 
 
 def _settings_grpc_port() -> int:
@@ -27,7 +23,7 @@ def _settings_grpc_port() -> int:
 def _server(
     repo: Path | None = None, grpc_port: int | None = None, http_port: int = 8000, metrics_port: int = 8002
 ) -> TritonServer:
-    home = _home()
+    home = local_home(Settings().cache_dir)
     return TritonServer(
         home=home,
         model_repository=repo or home / "model_repository",
@@ -65,11 +61,8 @@ def up(
     if server.is_running():
         typer.echo(f"already running from {server.home}")
         raise typer.Exit(0)
-    if repo is None and not (server.model_repository / server.model / "config.pbtxt").is_file():
-        from encoders import export_model_repository
-
-        typer.echo(f"exporting the model repository to {server.model_repository}")
-        export_model_repository(server.model_repository, model_name=server.model)
+    if repo is None and server.ensure_model_repository():
+        typer.echo(f"exported the model repository to {server.model_repository}")
     try:
         server.start(timeout_s=timeout_s)
     except (RuntimeError, TimeoutError) as e:

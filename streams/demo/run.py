@@ -20,7 +20,9 @@ from streams.contracts import Recommendation
 from streams.demo.movielens import MovieLens, load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, produce
 from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
+from streams.local.kafka import local_home as kafka_home
 from streams.local.triton import TritonServer
+from streams.local.triton import local_home as triton_home
 from streams.metrics import metrics_url
 from streams.settings import Settings
 
@@ -39,7 +41,7 @@ def local_kafka(settings: Settings) -> Iterator[str]:
     port = _local_port(settings.kafka_bootstrap)
     broker = None
     if port is not None:
-        broker = KafkaBroker.from_home(settings.cache_dir / "kafka" / "broker", ensure_jars(settings.cache_dir))
+        broker = KafkaBroker.from_home(kafka_home(settings.cache_dir), ensure_jars(settings.cache_dir))
         broker.port = port
         if broker.is_running():
             broker = None
@@ -58,19 +60,17 @@ def local_kafka(settings: Settings) -> Iterator[str]:
 @contextlib.contextmanager
 def local_triton(settings: Settings) -> Iterator[None]:
     """Reuse Triton at STREAMREC_TRITON_URL, or start the local server there (and stop it after)."""
-    from encoders import export_model_repository
-
     port = _local_port(settings.triton_url)
     server = None
     if port is not None:
-        home = settings.cache_dir / "triton"
-        repo = home / "model_repository"
-        server = TritonServer(home=home, model_repository=repo, grpc_port=port, model=settings.triton_model)
+        home = triton_home(settings.cache_dir)
+        server = TritonServer(
+            home=home, model_repository=home / "model_repository", grpc_port=port, model=settings.triton_model
+        )
         if server.is_running():
             server = None
         else:
-            if not (repo / settings.triton_model).exists():
-                export_model_repository(repo, model_name=settings.triton_model)
+            server.ensure_model_repository()
             server.http_port, server.metrics_port = free_port(), free_port()
             console.print(f"starting Triton on {settings.triton_url} ...")
             server.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from streams.local import _process
 
-__all__ = ["KafkaBroker", "acreate_topics", "create_topics", "ensure_jars", "free_port"]
+__all__ = ["KafkaBroker", "acreate_topics", "create_topics", "ensure_jars", "free_port", "libs_dir", "local_home"]
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"
@@ -49,13 +49,23 @@ def _need(tool: str) -> str:
     return path
 
 
+def libs_dir(cache_dir: Path) -> Path:
+    """Where the broker's jars are cached (absolute: mvn resolves paths against the pom)."""
+    return cache_dir.resolve() / "kafka" / "libs"
+
+
+def local_home(cache_dir: Path) -> Path:
+    """The home of the developer broker that ``streamrec kafka up`` and the demo share."""
+    return cache_dir / "kafka" / "broker"
+
+
 def ensure_jars(cache_dir: Path) -> Path:
     """Return ``cache_dir/kafka/libs`` holding the broker's jars, fetching them with Maven when needed.
 
     The marker file holds a hash of the pom, so a version bump in the pom re-fetches; it is written only
     after a complete copy, so an interrupted fetch is simply retried.
     """
-    libs = cache_dir.resolve() / "kafka" / "libs"  # absolute: mvn resolves paths against the pom
+    libs = libs_dir(cache_dir)
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()
     marker = libs / _MARKER
     if marker.is_file() and marker.read_text().strip() == digest:

@@ -46,6 +46,11 @@ def find_tritonserver() -> Path:
     )
 
 
+def local_home(cache_dir: Path) -> Path:
+    """The home of the developer server that ``streamrec triton up`` and the demo share."""
+    return cache_dir / "triton"
+
+
 @dataclass
 class TritonServer:
     """One local ``tritonserver`` process serving ``model_repository`` on 127.0.0.1."""
@@ -57,6 +62,15 @@ class TritonServer:
     metrics_port: int = 8002
     model: str = "text_encoder"
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def ensure_model_repository(self) -> bool:
+        """Export the model repository unless its config is there already; True if it exported."""
+        if (self.model_repository / self.model / "config.pbtxt").is_file():
+            return False
+        from encoders import export_model_repository  # pulls in the weights' package only when needed
+
+        export_model_repository(self.model_repository, model_name=self.model)
+        return True
 
     @property
     def url(self) -> str:
