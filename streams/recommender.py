@@ -228,7 +228,6 @@ class Recommender:
             add(trending_rows, TRENDING, mix.trending)
             add(fresh_rows, FRESH, mix.fresh)
             rows = np.concatenate(pool_rows)
-            sources = dict(zip(rows.tolist(), pool_tags, strict=True))
             if len(rows) == 0:
                 lists.append([])
                 self.traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
@@ -250,14 +249,13 @@ class Recommender:
             started = time.perf_counter()
             picks = reranker.select(relevance, catalog.vectors[rows], self.k)
             rerank_s = time.perf_counter() - started
+            reasons = self._reasons(p.state, rows[picks], [pool_tags[i] for i in picks])
             exploit = [
-                RecommendedItem(
-                    item_id=ids[i], score=float(relevance[i]), reason=self._reason(p.state, rows[i], sources)
-                )
-                for i in picks
+                RecommendedItem(item_id=ids[i], score=float(relevance[i]), reason=reason)
+                for i, reason in zip(picks, reasons, strict=True)
             ]
             lists.append(self._explore(p, exploit, seen))
-            self.traces.append(ListTrace(p.policy.name, reranker.name, Counter(sources.values()), rerank_s))
+            self.traces.append(ListTrace(p.policy.name, reranker.name, Counter(pool_tags), rerank_s))
         return lists
 
     def _features(
@@ -281,16 +279,19 @@ class Recommender:
             mf=self.mf.scores(event.user_id, ids),
         )
 
-    def _reason(self, state: MultiInterestState, row: int, sources: dict[int, str]) -> str:
-        """``similar to <title>`` names the recently engaged item closest to the candidate."""
-        tag = sources[int(row)]
-        if tag != SIMILAR:
-            return tag
+    def _reasons(self, state: MultiInterestState, rows: Rows, tags: list[str]) -> list[str]:
+        """The source of each chosen item; ``similar to <title>`` names the recently engaged item
+        closest to it (one product for the whole list)."""
         recent = self.catalog.rows(state.history[-10:])
-        if len(recent) == 0:
-            return tag
-        nearest = recent[int(np.argmax(self.catalog.vectors[recent] @ self.catalog.vectors[row]))]
-        return f"similar to {self.catalog.items[nearest].title}"
+        similar = [i for i, tag in enumerate(tags) if tag == SIMILAR]
+        if len(recent) == 0 or not similar:
+            return tags
+        vectors = self.catalog.vectors
+        nearest = recent[np.argmax(vectors[recent] @ vectors[rows[similar]].T, axis=0)]
+        out = list(tags)
+        for i, row in zip(similar, nearest, strict=True):
+            out[i] = f"similar to {self.catalog.items[row].title}"
+        return out
 
     def _explore(self, p: _Pending, exploit: list[RecommendedItem], seen: Rows) -> list[RecommendedItem]:
         if p.policy.explore_share <= 0:
