@@ -92,7 +92,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")
 
 
+def env_var_name(field: str) -> str:
+    """The environment variable of one settings field (``k`` -> ``STREAMREC_K``)."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
 def env_var_names() -> list[str]:
     """Every environment variable the settings object reads (used by docs and manifest tests)."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    return [f"{prefix}{name}".upper() for name in Settings.model_fields]
+    return [env_var_name(name) for name in Settings.model_fields]

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from streams.local import _process
-from streams.settings import Settings
+from streams.settings import Settings, env_var_name
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ``STREAMREC_*`` variables that reproduce ``settings`` in another process."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper(): str(value) for name, value in settings.model_dump().items()}
+    return {env_var_name(name): str(value) for name, value in settings.model_dump().items()}
 
 
 class WorkerProcess:
