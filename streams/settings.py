@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.policies import PolicyName
 
 EncoderKind = Literal["triton", "local"]
+Guarantee = Literal["at_least_once", "exactly_once"]
 IndexKind = Literal["exact", "hnsw"]
 BanditKind = Literal["thompson", "linucb"]
 
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "worker", description="Faust table data")
     batch_size: int = Field(default=500, ge=1, description="Events per micro-batch")
     batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
+    processing_guarantee: Guarantee = Field(
+        default="at_least_once",
+        description="'at_least_once' (offsets committed after the lists are delivered) or 'exactly_once' (Kafka "
+        "transactions)",
+    )
 
     # --- Local real parts ------------------------------------------------------------
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")

@@ -30,6 +30,7 @@ from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 
 from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonEncoder
+from streams.app.applied import stamp, unstamp
 from streams.app.observability import serve_metrics
 from streams.contracts import (
     DeadLetter,
@@ -37,6 +38,7 @@ from streams.contracts import (
     EmbeddedItem,
     Event,
     Item,
+    Recommendation,
     decode,
     decode_event,
     decode_item,
@@ -102,7 +104,7 @@ class CatalogLoader:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for records in batch.values():
                     async with self.lock:
-                        self._load([r.value for r in records if r.value is not None])
+                        self.load([r.value for r in records if r.value is not None])
                 if pending:
                     pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
                     if not pending:
@@ -121,7 +123,8 @@ class CatalogLoader:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic!r} does not exist")
 
-    def _load(self, values: list[bytes]) -> None:
+    def load(self, values: list[bytes]) -> None:
+        """Add (or replace) the items of these ``<items>-vectors`` messages."""
         items: list[CatalogItem] = []
         vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
         for raw in values:
@@ -151,8 +154,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=max(s.session_timeout_s / 10, 0.5),
         consumer_auto_offset_reset="earliest",
+        processing_guarantee=s.processing_guarantee,
         stream_wait_empty=False,
+        # Lists are ~1 KB: batches of up to 1 MB per partition, lingering 2 ms, keep the producer's
+        # requests few without holding a list back noticeably.
         producer_linger=0.002,
+        producer_max_batch_size=1 << 20,
+        broker_max_poll_records=2 * s.batch_size,
     )
 
     def raw_topic(name: str, **kw: Any) -> faust.TopicT:
@@ -190,7 +198,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     def encoder() -> Encoder:  # created on first use, inside the worker's event loop
         return InstrumentedEncoder(make_encoder(s), metrics, s.encoder)
 
-    async def dead_letter(event: EventT[bytes], error: DecodeError) -> None:
+    def dead_letter(event: EventT[bytes], error: DecodeError) -> tuple[bytes | None, bytes]:
+        """The dead-letter message for ``event`` (sent with :func:`deliver`, with the batch's lists)."""
         msg = event.message
         record = DeadLetter(
             topic=msg.topic,
@@ -203,8 +212,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             failed_at=time.time(),
         )
         log.warning("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
-        await dlq_topic.send(key=msg.key, value=encode(record))
         metrics.dead_letter(error.reason)
+        return msg.key, encode(record)
 
     async def load_catalog() -> None:
         for topic in (vectors_topic, recs_topic, dlq_topic):
@@ -217,48 +226,88 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def embed_items(stream: StreamT[bytes]) -> None:
         async for batch in cast(Stream[bytes], stream).take_events(s.encoder_batch_size, within=s.batch_timeout_s):
             good: list[Item] = []
+            dead: list[tuple[bytes | None, bytes]] = []
             for ev in batch:
                 try:
                     good.append(decode_item(ev.value))
                 except DecodeError as err:
-                    await dead_letter(ev, err)
+                    dead.append(dead_letter(ev, err))
+            await deliver(dlq_topic, dead)
             if good:
                 vectors = await encode_with_retry(encoder(), [it.embedding_text() for it in good])
-                for item, vec in zip(good, vectors, strict=True):
-                    rec = EmbeddedItem(item=item, vector_b64=base64.b64encode(vec.astype("<f4").tobytes()).decode())
-                    await vectors_topic.send(key=item.item_id.encode(), value=encode(rec))
+                await deliver(
+                    vectors_topic,
+                    [
+                        (item.item_id.encode(), encode(EmbeddedItem(item=item, vector_b64=b64_vector(vec))))
+                        for item, vec in zip(good, vectors, strict=True)
+                    ],
+                )
+
+    async def recommend_batch(batch: Sequence[EventT[bytes]]) -> None:
+        """One micro-batch: lists delivered first, then the user states stamped with their offsets."""
+        await loader.ready.wait()
+        good: list[tuple[bytes, Event]] = []
+        taken: list[EventT[bytes]] = []  # the messages of `good`
+        produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
+        dead: list[tuple[bytes | None, bytes]] = []
+        last_offset: dict[bytes, int] = {}  # per user: the newest event of this batch
+        states: dict[bytes, bytes] = {}  # per user: the state before this batch, offset stripped
+        replayed = 0
+        for ev in batch:
+            try:
+                event = parse_event(ev, catalog)
+            except DecodeError as err:
+                dead.append(dead_letter(ev, err))
+                continue
+            key, offset = cast(bytes, ev.message.key), ev.message.offset
+            if key not in last_offset:
+                applied, state = unstamp(users.get(key))
+                last_offset[key] = applied
+                if state is not None:
+                    states[key] = state
+            if offset <= last_offset[key]:
+                replayed += 1  # applied (and its list delivered) before a restart
+                continue
+            last_offset[key] = offset
+            good.append((key, event))
+            taken.append(ev)
+            produced_at.append(ev.message.timestamp)
+        if replayed:
+            metrics.events_replayed(replayed)
+        recs: list[Recommendation] = []
+        # The recommender's work is CPU-bound: run it off the event loop, which meanwhile keeps
+        # fetching, heartbeating and sending. Writes collect in `written`; the table (whose
+        # changelog producer belongs to the loop) is written back on the loop.
+        written: dict[bytes, bytes] = {}
+        if good:
+            try:
+                async with loader.lock:
+                    recs = await asyncio.to_thread(recommender.process, good, ChainMap(written, states))
+            except Exception as exc:  # a bug must not drop the batch: its events go to the DLQ instead
+                log.exception("recommender failed on a batch of %d events", len(good))
+                error = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
+                dead.extend(dead_letter(ev, error) for ev in taken)
+                good, written = [], {}
+        # Lists and dead letters acknowledged by the broker first; only then is the state stamped
+        # with these offsets (see streams.app.applied), and only then may the offsets be committed.
+        await deliver(dlq_topic, dead)
+        await deliver(recs_topic, [(rec.user_id.encode(), encode(rec)) for rec in recs])
+        for key, value in written.items():
+            users[key] = stamp(last_offset[key], value)
+        if good:
+            probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
 
     @app.agent(events_topic)
     async def recommend(stream: StreamT[bytes]) -> None:
         async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
-            await loader.ready.wait()
-            good: list[tuple[bytes, Event]] = []
-            produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
-            for ev in batch:
-                try:
-                    good.append((cast(bytes, ev.message.key), parse_event(ev, catalog)))
-                    produced_at.append(ev.message.timestamp)
-                except DecodeError as err:
-                    await dead_letter(ev, err)
-            started = time.time()
-            # The recommender's work is CPU-bound: run it off the event loop, which meanwhile keeps
-            # fetching, heartbeating and sending. Writes collect in `written` and reach the table
-            # (whose changelog producer belongs to the loop) back on the loop; reads fall through.
-            written: dict[bytes, bytes] = {}
-            async with loader.lock:
-                recs = await asyncio.to_thread(recommender.process, good, ChainMap(written, users))
-            for key, value in written.items():
-                users[key] = value
-            processed = time.time()
-            for rec in recs:
-                await recs_topic.send(key=rec.user_id.encode(), value=encode(rec))
-            if produced_at:
-                log.debug(
-                    "batch of %d: oldest waited %.0f ms, process %.0f ms, send %.0f ms",
-                    len(recs), 1e3 * (started - min(produced_at)), 1e3 * (processed - started),
-                    1e3 * (time.time() - processed),
-                )
-            probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
+            # take_events acks the batch however the body is left, so a stop (SIGTERM, rebalance)
+            # must not cancel a batch half done: it is finished first, then the stop goes on.
+            work = asyncio.ensure_future(recommend_batch(batch))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await work
+                raise
 
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -277,6 +326,36 @@ def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
     if event.item_id not in catalog:
         raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
     return event
+
+
+def b64_vector(vec: np.ndarray) -> str:
+    return base64.b64encode(vec.astype("<f4").tobytes()).decode()
+
+
+async def deliver(
+    topic: faust.TopicT, messages: Sequence[tuple[bytes | None, bytes]], max_backoff_s: float = 30.0
+) -> None:
+    """Send ``(key, value)`` messages and wait until the broker has them all, re-sending what failed.
+
+    A message whose acknowledgement was lost may arrive twice; none is dropped (at-least-once).
+    """
+    pending = list(messages)
+    delay = 0.5
+    while pending:
+        futures: list[Any] = []
+        try:
+            for key, value in pending:
+                futures.append(await topic.send(key=key, value=value))
+        except Exception as exc:  # the producer refused outright: the rest was never handed over
+            log.warning("send to %s failed (%s); retrying", topic.get_topic_name(), exc)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [m for m, r in zip(pending, results, strict=False) if isinstance(r, BaseException)]
+        pending = failed + pending[len(futures) :]
+        if pending:
+            name = topic.get_topic_name()
+            log.warning("%d messages to %s not acknowledged; re-sending in %.1f s", len(pending), name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)
 
 
 async def encode_with_retry(encoder: Encoder, texts: Sequence[str], max_backoff_s: float = 30.0) -> np.ndarray:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
 from streams.contracts import Recommendation, decode, encode
@@ -49,19 +49,39 @@ async def produce(
     return n
 
 
+async def read_records(
+    bootstrap: str, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted"
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000):
+            out.extend(r for records in batch.values() for r in records)
+        return out
+    finally:
+        await consumer.stop()
+
+
 class RecommendationCollector:
     """Consumes a recommendations topic from the beginning and keeps every list, with arrival time."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted") -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.isolation_level = isolation_level
         self.received: list[tuple[float, Recommendation]] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None
+            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None,
+            isolation_level=self.isolation_level,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())

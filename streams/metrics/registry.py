@@ -24,7 +24,9 @@ from streams.metrics.quality import exploration_share, intra_list_diversity
 METRICS_PATH = "/metrics"
 #: The dead-letter reasons the worker knows (``streams.contracts`` and ``parse_event``), exported at 0 from
 #: the start so that rates and alerts work before the first bad message.
-DEAD_LETTER_REASONS = ("empty", "too_large", "invalid_utf8", "invalid_json", "schema", "key_mismatch", "unknown_item")
+DEAD_LETTER_REASONS = (
+    "empty", "too_large", "invalid_utf8", "invalid_json", "schema", "key_mismatch", "unknown_item", "processing_error",
+)
 
 # Bucket bounds, in the unit of the metric's name. The recommender's own steps take micro- to
 # milliseconds, a trip through Kafka milliseconds, an encoder request milliseconds to seconds.
@@ -109,6 +111,10 @@ class Metrics:
         self.dead_letters = counter(
             "streamrec_dead_letters_total", "Messages sent to the dead-letter topic, by reason", ["reason"]
         )
+        self.replayed = counter(
+            "streamrec_events_replayed_total",
+            "Events read again after a restart whose effect was already in the user state (skipped, no second list)",
+        )
         self.consumer_lag = gauge(
             "streamrec_consumer_lag_messages",
             "Events not yet committed by this worker's consumer group: end offset minus committed offset, "
@@ -154,6 +160,9 @@ class Metrics:
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()
+
+    def events_replayed(self, count: int) -> None:
+        self.replayed.inc(count)
 
     def list_produced(
         self, policy: str, arm: str, items: Sequence[RecommendedItem], embeddings: npt.NDArray[np.float32]

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from encoders import TritonEncoder
-from streams.app.worker import vectors_topic_name
 from streams.contracts import DeadLetter, Event, Item, decode
 from streams.explore import explore_slots
-from streams.harness import RecommendationCollector, WorkerProcess, produce
-from streams.local.kafka import KafkaBroker, acreate_topics
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records
+from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.policies import assign, parse_split
 from streams.settings import Settings
@@ -125,41 +123,8 @@ def settings(kafka_broker: KafkaBroker, triton_server: TritonServer, tmp_path: P
     )
 
 
-async def create_topics(s: Settings) -> None:
-    await acreate_topics(
-        s.kafka_bootstrap,
-        {
-            t: s.partitions
-            for t in (
-                s.topic_items,
-                vectors_topic_name(s),
-                s.topic_events,
-                s.topic_recommendations,
-                s.topic_dead_letter,
-            )
-        },
-        compacted={s.topic_items, vectors_topic_name(s)},
-    )
-
-
-async def read_all(bootstrap: str, topic: str, idle_s: float = 2.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                return out
-            out.extend(r.value for recs in batch.values() for r in recs)
-    finally:
-        await consumer.stop()
-
-
 async def test_events_in_diversified_lists_out(settings: Settings, tmp_path: Path) -> None:
-    await create_topics(settings)
+    await create_app_topics(settings)
     items, events = catalog(), event_stream()
     bad = [
         ("astro", b"{not json"),
@@ -184,8 +149,8 @@ async def test_events_in_diversified_lists_out(settings: Settings, tmp_path: Pat
         await collector.wait_for(len(events), timeout_s=120)
         await asyncio.sleep(2.0)  # anything extra would show up now
         dead = [
-            decode(raw, DeadLetter)
-            for raw in await read_all(settings.kafka_bootstrap, settings.topic_dead_letter)
+            decode(r.value, DeadLetter)
+            for r in await read_records(settings.kafka_bootstrap, settings.topic_dead_letter)
         ]
     await collector.stop()
 
