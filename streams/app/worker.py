@@ -177,9 +177,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # use_partitioner: the changelog partition comes from the key (the user id), exactly as
     # producers partition events, so a batch mixing partitions still writes each user's
     # state to the partition its events live on.
+    # key_type/value_type as well as the schema: recovery decodes the changelog by the types alone
+    # (JSON otherwise), so without them a restarted worker could not read its state back.
     users = app.Table(
         "user-state",
         default=None,
+        key_type=bytes,
+        value_type=bytes,
         schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         partitions=s.partitions,
         use_partitioner=True,

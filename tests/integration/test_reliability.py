@@ -1,0 +1,273 @@
+"""Failures on real Kafka (and real Triton): crashes, stops, a broker restart, an encoder outage.
+
+The promise checked everywhere: every event gets a list (or a dead-letter record), duplicates are
+bounded by what was in flight, and user state ends up as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from encoders import EMBEDDING_DIM, export_model_repository
+from streams.app.applied import unstamp
+from streams.app.worker import CatalogLoader, vectors_topic_name
+from streams.contracts import Event, EventType, Item, decode
+from streams.demo.movielens import load_movielens
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records
+from streams.local.kafka import KafkaBroker
+from streams.local.triton import TritonServer
+from streams.recommender import build_recommender, make_index
+from streams.retrieval import Catalog
+from streams.settings import Settings
+from tests.integration.conftest_kafka import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_ITEMS = 300
+
+
+@pytest.fixture(scope="module")
+def movielens() -> tuple[list[Item], list[Event]]:
+    """The 300 most-rated movies and, oldest first, every rating of them (about 30,000)."""
+    data = load_movielens()
+    top = {item for item, _ in Counter(e.item_id for e in data.events).most_common(N_ITEMS)}
+    return [it for it in data.items if it.item_id in top], [e for e in data.events if e.item_id in top]
+
+
+def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    fields: dict[str, object] = {
+        "kafka_bootstrap": kafka.bootstrap,
+        "app_id": f"streamrec-rel-{run}",
+        "topic_items": f"r{run}-items",
+        "topic_events": f"r{run}-events",
+        "topic_recommendations": f"r{run}-recs",
+        "topic_dead_letter": f"r{run}-dlq",
+        "partitions": 2,
+        "session_timeout_s": 6.0,
+        "encoder": "local",
+        "web_port": free_ports(1)[0],
+        "data_dir": tmp_path / "worker",
+        "batch_size": 200,
+        **overrides,
+    }
+    return Settings.model_validate(fields)
+
+
+async def start_with_catalog(settings: Settings, items: list[Item], log: Path) -> WorkerProcess:
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    await produce(settings.kafka_bootstrap, settings.topic_items, ((it.item_id, it) for it in items))
+    await wait_status(worker, lambda st: st["catalog_ready"] and st["items"] == len(items), 300, "catalog loaded")
+    return worker
+
+
+async def wait_status(worker: WorkerProcess, predicate: object, timeout_s: float, what: str) -> None:
+    await asyncio.to_thread(worker.wait_until, predicate, timeout_s, what)
+
+
+async def wait_lists(collector: RecommendationCollector, distinct: int, timeout_s: float) -> None:
+    """Until lists for ``distinct`` different events arrived."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len({rec.event_id for _, rec in collector.received}) < distinct:
+        if asyncio.get_running_loop().time() > deadline:
+            got = len({rec.event_id for _, rec in collector.received})
+            raise TimeoutError(f"lists for {got} of {distinct} events after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+def kill(worker: WorkerProcess) -> None:
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic_events}
+
+
+async def reference_states(settings: Settings, events: list[Event]) -> dict[bytes, bytes]:
+    """The user states of an uncrashed run: the same code folds the same events in-process."""
+    catalog = Catalog(EMBEDDING_DIM, index=make_index(settings, EMBEDDING_DIM))
+    CatalogLoader(settings, catalog).load(
+        [r.value for r in await read_records(settings.kafka_bootstrap, vectors_topic_name(settings), idle_s=1.0)]
+    )
+    store: dict[bytes, bytes] = {}
+    recommender = build_recommender(settings, catalog)
+    for start in range(0, len(events), 500):
+        recommender.process([(e.user_id.encode(), e) for e in events[start : start + 500]], store)
+    return store
+
+
+async def final_states(settings: Settings) -> dict[bytes, tuple[int, bytes | None]]:
+    """The user-state table as its changelog ends: ``user key -> (last applied offset, state)``."""
+    records = await read_records(settings.kafka_bootstrap, f"{settings.app_id}-user-state-changelog", idle_s=1.0)
+    return {r.key: unstamp(r.value) for r in records if r.key is not None}
+
+
+async def test_sigterm_then_sigkill_lose_nothing(
+    kafka_broker: KafkaBroker, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+) -> None:
+    items, all_events = movielens
+    events = all_events[:20_000]
+    settings = make_settings(kafka_broker, tmp_path)
+    await create_app_topics(settings)
+    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
+    await collector.start()
+    log = tmp_path / "worker.log"
+
+    worker = await start_with_catalog(settings, items, log)
+    await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
+    await wait_lists(collector, 3_000, 300)
+    # SIGTERM: the batch in hand is finished and everything done is committed before exit.
+    assert worker.stop(timeout_s=60) == 0, worker.log_tail()
+    committed = await committed_offsets(settings)
+    assert sum(committed.values()) >= 3_000, f"a clean stop commits what it finished: {committed}"
+    done = {
+        decode(r.value, Event).event_id
+        for r in await read_records(settings.kafka_bootstrap, settings.topic_events, idle_s=1.0)
+        if r.offset < committed.get(r.partition, 0)
+    }
+    missing = done - {rec.event_id for _, rec in collector.received}
+    assert not missing, f"{len(missing)} committed events have no list"
+
+    # SIGKILL in the middle: nothing gets to finish or commit.
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    await wait_lists(collector, 10_000, 300)
+    kill(worker)
+
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    try:
+        await wait_lists(collector, len(events), 600)
+        await asyncio.sleep(3.0)  # late duplicates would show up now
+    finally:
+        worker.stop()
+        await collector.stop()
+
+    lists = Counter(rec.event_id for _, rec in collector.received)
+    assert set(lists) == {e.event_id for e in events}, "every event has a list, and only events have lists"
+    duplicates = sum(lists.values()) - len(lists)
+    assert duplicates <= settings.batch_size, f"{duplicates} duplicate lists: more than one batch was in flight"
+
+    # User state after two restarts is exactly the state of a run that never stopped.
+    expected = await reference_states(settings, events)
+    got = await final_states(settings)
+    assert set(got) == set(expected)
+    diff = [key for key, (_, state) in got.items() if state != expected[key]]
+    assert not diff, f"{len(diff)} of {len(got)} user states differ from the uncrashed run, e.g. {diff[:3]}"
+    assert all(offset >= 0 for offset, _ in got.values())
+
+
+async def test_broker_restart_under_load(
+    kafka_broker: KafkaBroker, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+) -> None:
+    items, all_events = movielens
+    events = all_events[:8_000]
+    settings = make_settings(kafka_broker, tmp_path)
+    await create_app_topics(settings)
+    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
+    worker = await start_with_catalog(settings, items, tmp_path / "worker.log")
+    try:
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
+        await collector.start()
+        await wait_lists(collector, 1_000, 300)
+        # The broker goes away while the worker has a backlog, and comes back on the same ports.
+        await asyncio.to_thread(kafka_broker.stop)
+        await asyncio.sleep(5.0)
+        await asyncio.to_thread(kafka_broker.start)
+        await wait_lists(collector, len(events), 600)
+        assert worker.proc is not None and worker.proc.poll() is None, "the worker survived the outage"
+    finally:
+        worker.stop()
+        await collector.stop()
+    lists = Counter(rec.event_id for _, rec in collector.received)
+    assert set(lists) == {e.event_id for e in events}
+    assert sum(lists.values()) - len(lists) <= settings.batch_size * settings.partitions
+
+
+@pytest.fixture
+def own_triton(tmp_path: Path) -> Iterator[TritonServer]:
+    """A Triton of this test's own, since the test stops it."""
+    grpc_port, http_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        home=tmp_path / "triton",
+        model_repository=export_model_repository(tmp_path / "model_repository"),
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+    )
+    server.start(timeout_s=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scrape(settings: Settings, name: str) -> float:
+    """Sum of every sample of one metric family on the worker's /metrics."""
+    url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and " " in line
+    )
+
+
+async def test_encoder_outage(
+    kafka_broker: KafkaBroker, own_triton: TritonServer, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+) -> None:
+    items, all_events = movielens
+    old, new = items[:200], items[200:]
+    old_ids = {it.item_id for it in old}
+    events = [e for e in all_events if e.item_id in old_ids][:3_000]
+    settings = make_settings(kafka_broker, tmp_path, encoder="triton", triton_url=own_triton.url)
+    await create_app_topics(settings)
+    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
+    await collector.start()
+    worker = await start_with_catalog(settings, old, tmp_path / "worker.log")
+    try:
+        await asyncio.to_thread(own_triton.stop)
+        # Triton is down for 30 s while new items and events keep coming.
+        await produce(settings.kafka_bootstrap, settings.topic_items, ((it.item_id, it) for it in new))
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events), rate=200)
+        await wait_lists(collector, len(events), 120)  # lists keep coming from the items already embedded
+        status = worker.status()
+        assert status is not None and status["items"] == len(old), "new items wait for the encoder"
+        assert scrape(settings, "streamrec_encoder_errors_total") > 0, "the metrics show the outage"
+        await asyncio.sleep(max(0.0, 30.0 - 3_000 / 200))
+        await asyncio.to_thread(own_triton.start, 180)
+        # After it returns the new items are embedded (retried, not dropped) and get recommended.
+        await wait_status(worker, lambda st: st["items"] == len(items), 240, "new items embedded")
+        late = [
+            Event(event_id=f"late-{i}", user_id=f"late-{i}", item_id=it.item_id, type=EventType.CLICK, ts=2e9)
+            for i, it in enumerate(new[:20])
+        ]
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in late))
+        await wait_lists(collector, len(events) + len(late), 120)
+    finally:
+        worker.stop()
+        await collector.stop()
+    lists = Counter(rec.event_id for _, rec in collector.received)
+    assert set(lists) == {e.event_id for e in [*events, *late]}
+    dead = await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, idle_s=1.0)
+    assert dead == [], "no event was refused while the encoder was away"
+    new_ids = {it.item_id for it in new}
+    shown = {item.item_id for _, rec in collector.received for item in rec.items}
+    assert shown & new_ids, "items embedded after the outage are recommended"
