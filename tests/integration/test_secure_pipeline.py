@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
-from encoders import TritonEncoder, export_model_repository
+from encoders import TritonEncoder
 from streams.app.worker import vectors_topic_name
 from streams.contracts import DeadLetter, Recommendation
 from streams.harness import RecommendationCollector, WorkerProcess, produce
@@ -35,6 +35,7 @@ from streams.local.triton import TritonServer
 from streams.security import KafkaConnection
 from streams.settings import Settings
 from tests.integration.conftest_kafka import free_ports
+from tests.integration.conftest_triton import running_triton
 from tests.integration.tls import TestCA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,22 +71,8 @@ def secure_broker(
 
 @pytest.fixture(scope="module")
 def tls_triton(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("triton-tls")
-    grpc_port, http_port, metrics_port = free_ports(3)
     issued = ca.issue("triton")
-    server = TritonServer(
-        home=root / "home",
-        model_repository=export_model_repository(root / "model_repository"),
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-        grpc_tls=(issued.cert, issued.key),
-    )
-    server.start(timeout_s=180)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_triton(tmp_path_factory.mktemp("triton-tls"), grpc_tls=(issued.cert, issued.key))
 
 
 @dataclass
