@@ -38,6 +38,8 @@ class TritonEncoder(Encoder):
         backoff_s: float = 0.2,
         *,
         max_concurrency: int = 4,
+        ssl: bool = False,
+        root_certificates: str | None = None,
     ) -> None:
         if batch_size < 1 or retries < 0 or max_concurrency < 1:
             raise ValueError("batch_size and max_concurrency must be >= 1, retries >= 0")
@@ -48,6 +50,9 @@ class TritonEncoder(Encoder):
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_concurrency = max_concurrency
+        #: gRPC over TLS; ``root_certificates``: PEM file of the CA to trust (None: the system's roots)
+        self.ssl = ssl
+        self.root_certificates = root_certificates
         self._client: Any = None  # created in the running loop: a grpc.aio channel is bound to its loop
 
     @property
@@ -58,7 +63,9 @@ class TritonEncoder(Encoder):
         if self._client is None:
             import tritonclient.grpc.aio as grpcclient
 
-            self._client = grpcclient.InferenceServerClient(self.url)
+            self._client = grpcclient.InferenceServerClient(
+                self.url, ssl=self.ssl, root_certificates=self.root_certificates
+            )
         return self._client
 
     async def ready(self) -> bool:

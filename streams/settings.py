@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.policies import PolicyName
+from streams.security import SaslMechanism, SecurityProtocol
 
 EncoderKind = Literal["triton", "local"]
 Guarantee = Literal["at_least_once", "exactly_once"]
@@ -43,10 +44,24 @@ class Settings(BaseSettings):
     topic_dead_letter: str = Field(default="events-dlq", description="Malformed input with its reason")
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics the worker creates")
     session_timeout_s: float = Field(default=10.0, gt=0, description="Consumer group session timeout")
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (every Kafka client uses it)"
+    )
+    kafka_auth_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism of SASL_* protocols: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+    )
+    kafka_credentials_dir: Path = Field(
+        default=Path("/etc/streamrec/kafka"),
+        description="Files ca.crt, user.crt + user.key, username + password (secrets come only from files)",
+    )
 
     # --- Encoder ---------------------------------------------------------------------
     encoder: EncoderKind = Field(default="triton", description="'triton' (gRPC to Triton) or 'local' (in-process)")
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC endpoint host:port")
+    triton_ssl: bool = Field(default=False, description="gRPC to Triton over TLS")
+    triton_ssl_root_cert: str = Field(
+        default="", description="PEM file of the CA that signed Triton's certificate (empty: the system's CAs)"
+    )
     triton_model: str = Field(default="text_encoder", description="Name of the encoder model in Triton")
     encoder_batch_size: int = Field(default=64, ge=1, description="Texts per encoder request")
     encoder_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one encoder request")

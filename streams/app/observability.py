@@ -21,6 +21,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import ProcessCollector
 
 from streams.metrics import METRICS_PATH, Metrics
+from streams.security import KafkaConnection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def serve_metrics(app: faust.App, settings: Settings, metrics: Metrics) -> None:
                 await asyncio.sleep(LAG_INTERVAL_S)
                 try:
                     if admin is None:
-                        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+                        admin = AIOKafkaAdminClient(**KafkaConnection.from_settings(settings).aiokafka())
                         await admin.start()
                     metrics.set_consumer_lag(await consumer_lag(app, admin, settings.topic_events))
                 except Exception as exc:  # not assigned yet, a rebalance, a broker hiccup: next round

@@ -39,6 +39,7 @@ from streams.contracts import (
     Event,
     Item,
     Recommendation,
+    check_event_time,
     decode,
     decode_event,
     decode_item,
@@ -47,6 +48,7 @@ from streams.contracts import (
 from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog, CatalogItem
+from streams.security import KafkaConnection, triton_client_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def make_encoder(settings: Settings) -> Encoder:
         model=settings.triton_model,
         batch_size=settings.encoder_batch_size,
         timeout_s=settings.encoder_timeout_s,
+        **triton_client_kwargs(settings),
     )
 
 
@@ -89,7 +92,7 @@ class CatalogLoader:
     async def run(self) -> None:
         topic = vectors_topic_name(self.settings)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+            **KafkaConnection.from_settings(self.settings).aiokafka(), enable_auto_commit=False, group_id=None
         )
         await consumer.start()
         try:
@@ -142,9 +145,11 @@ class CatalogLoader:
 def create_app(settings: Settings | None = None) -> faust.App:
     """Build the streamrec Faust app from settings (one app per worker process)."""
     s = settings or Settings()
+    kafka = KafkaConnection.from_settings(s)
     app = faust.App(
         s.app_id,
-        broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         datadir=str(s.data_dir),
         web_host=s.web_host,
@@ -323,7 +328,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
     """Decode an ``events`` message and check it can be used; :class:`DecodeError` otherwise."""
-    event = decode_event(ev.value)
+    event = check_event_time(decode_event(ev.value))
     if ev.message.key != event.user_id.encode():
         # State is partitioned by user: an event keyed otherwise would land beside the wrong state.
         raise DecodeError("key_mismatch", "message key must be the event's user_id")

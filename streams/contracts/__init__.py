@@ -4,7 +4,16 @@ The pydantic models here are the source of truth; ``schemas/*.json`` are their J
 shipped for producers and consumers in other languages (a test keeps them in step).
 """
 
-from streams.contracts._codec import DecodeError, decode, decode_event, decode_item, encode
+from streams.contracts._codec import (
+    MAX_CLOCK_SKEW_S,
+    MAX_MESSAGE_BYTES,
+    DecodeError,
+    check_event_time,
+    decode,
+    decode_event,
+    decode_item,
+    encode,
+)
 from streams.contracts._models import (
     SCHEMA_VERSION,
     DeadLetter,
@@ -18,6 +27,8 @@ from streams.contracts._models import (
 )
 
 __all__ = [
+    "MAX_CLOCK_SKEW_S",
+    "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
     "DeadLetter",
     "DecodeError",
@@ -27,6 +38,7 @@ __all__ = [
     "Item",
     "Recommendation",
     "RecommendedItem",
+    "check_event_time",
     "decode",
     "decode_event",
     "decode_item",

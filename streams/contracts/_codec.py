@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import time
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -11,6 +12,8 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Larger values are refused before parsing.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: How far an event's ``ts`` may run ahead of the worker's clock (producers' clocks drift a little).
+MAX_CLOCK_SKEW_S = 300.0
 
 
 class DecodeError(ValueError):
@@ -22,9 +25,26 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; RFC 8259 has neither
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse what parsers disagree on or what cannot be written back: a repeated key (which one wins
+    depends on the reader) and lone UTF-16 surrogates (``"\\ud800"``: valid JSON, not encodable UTF-8)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("repeated key in an object")
+    for key, value in pairs:
+        for text in (key, value, *(value if isinstance(value, list) else ())):
+            if isinstance(text, str) and not text.isascii():
+                text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+    return obj
+
+
 def decode(raw: bytes | None, model: type[M]) -> M:
     """Parse and validate one message of any contract; :class:`DecodeError` says why not."""
-    if raw is None:
+    if not raw:
         raise DecodeError("empty", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise DecodeError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
@@ -33,8 +53,8 @@ def decode(raw: bytes | None, model: type[M]) -> M:
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", str(exc)) from None
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        obj = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_strict_object)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, and ints over 4300 digits
         raise DecodeError("invalid_json", str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise DecodeError("schema", f"expected a JSON object, got {type(obj).__name__}")
@@ -58,6 +78,22 @@ def decode_event(raw: bytes | None) -> Event:
     invalid_json
     """
     return decode(raw, Event)
+
+
+def check_event_time(event: Event, now: float | None = None) -> Event:
+    """Refuse an event from the future (``future_ts``): its ``ts`` would move event time for everyone.
+
+    >>> e = Event(event_id="e", user_id="u", item_id="i", type="click", ts=2_000.0)
+    >>> check_event_time(e, now=1_000.0)
+    Traceback (most recent call last):
+    ...
+    streams.contracts._codec.DecodeError: future_ts: ts 2000 is 1000 s ahead of the clock (at most 300)
+    """
+    ahead = event.ts - (time.time() if now is None else now)
+    if ahead > MAX_CLOCK_SKEW_S:
+        limit = f"at most {MAX_CLOCK_SKEW_S:.0f}"
+        raise DecodeError("future_ts", f"ts {event.ts:.0f} is {ahead:.0f} s ahead of the clock ({limit})")
+    return event
 
 
 def decode_item(raw: bytes | None) -> Item:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,7 +9,13 @@ SCHEMA_VERSION: Literal[1] = 1
 # Bounds keep one hostile message from costing unbounded memory or CPU downstream.
 MAX_ID = 256
 MAX_TEXT = 8192
-MAX_LABELS = 64
+MAX_LABELS = 64  #: categories or tags per item
+MAX_LABEL = 256  #: characters per category or tag
+MAX_ITEMS = 500  #: items per recommendation list (the settings' largest K)
+MAX_VALUE = 1e6  #: |value| of an event: far beyond any rating or weight, far below float overflow
+#: Timestamps are seconds since the epoch, up to 2100-01-01: a later one is a unit error (ms, ns) or
+#: hostile, and a single one would move event time for everyone (feedback windows expire by it).
+MAX_TS = 4_102_444_800.0
 
 
 class EventType(StrEnum):
@@ -27,6 +33,9 @@ class _Message(BaseModel):
 
 
 Id = Field(min_length=1, max_length=MAX_ID)
+Label = Annotated[str, Field(max_length=MAX_LABEL)]
+
+Timestamp = Field(ge=0, le=MAX_TS, allow_inf_nan=False, description="Seconds since the Unix epoch")
 
 
 class Item(_Message):
@@ -35,9 +44,9 @@ class Item(_Message):
     item_id: str = Id
     title: str = Field(max_length=MAX_TEXT)
     text: str = Field(default="", max_length=MAX_TEXT, description="Free text embedded with the title")
-    categories: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
-    tags: list[str] = Field(default_factory=list, max_length=MAX_LABELS)
-    created_at: float = Field(ge=0, description="Seconds since the Unix epoch")
+    categories: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
+    created_at: float = Timestamp
 
     def embedding_text(self) -> str:
         """What the encoder sees: title, free text and categories in one string."""
@@ -52,8 +61,10 @@ class Event(_Message):
     user_id: str = Id
     item_id: str = Id
     type: EventType
-    value: float = Field(default=1.0, allow_inf_nan=False, description="Rating for type=rating, else a weight")
-    ts: float = Field(ge=0, description="Seconds since the Unix epoch")
+    value: float = Field(
+        default=1.0, ge=-MAX_VALUE, le=MAX_VALUE, allow_inf_nan=False, description="Rating (type=rating), else a weight"
+    )
+    ts: float = Timestamp
 
 
 class RecommendedItem(BaseModel):
@@ -71,7 +82,7 @@ class Recommendation(_Message):
     generated_at: float = Field(description="Seconds since the Unix epoch")
     policy: str
     arm: str = Field(default="default", description="Experiment arm (the A/B bucket) that produced the list")
-    items: list[RecommendedItem]
+    items: list[RecommendedItem] = Field(max_length=MAX_ITEMS)
 
 
 class DeadLetter(_Message):

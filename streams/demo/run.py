@@ -23,6 +23,7 @@ from streams.local.kafka import local_home as kafka_home
 from streams.local.triton import TritonServer
 from streams.local.triton import local_home as triton_home
 from streams.metrics import metrics_url
+from streams.security import KafkaConnection
 from streams.settings import Settings
 
 console = Console()
@@ -108,11 +109,11 @@ def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> 
 
 
 async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -> None:
-    bootstrap = settings.kafka_bootstrap
+    kafka = KafkaConnection.from_settings(settings)
     await create_app_topics(settings)
     log_path = settings.data_dir / "worker.log"
     worker = WorkerProcess(settings, log_path)
-    collector = RecommendationCollector(bootstrap, settings.topic_recommendations)
+    collector = RecommendationCollector(kafka, settings.topic_recommendations)
     await collector.start()
     worker.start()
     console.print(f"worker started (encoder: {settings.encoder}); status at {worker.status_url}, log {log_path}")
@@ -120,7 +121,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
     try:
         with _progress() as progress:
             task = progress.add_task("embedding catalog", total=len(data.items))
-            await produce(bootstrap, settings.topic_items, ((it.item_id, it) for it in data.items))
+            await produce(kafka, settings.topic_items, ((it.item_id, it) for it in data.items))
             while True:
                 st = await asyncio.to_thread(worker.wait_until, lambda s: True, 600, "answering")
                 progress.update(task, completed=st["items"])
@@ -138,7 +139,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
 
             start = time.time()
             producing = asyncio.create_task(
-                produce(bootstrap, settings.topic_events, ((e.user_id, e) for e in data.events), on_sent, rate)
+                produce(kafka, settings.topic_events, ((e.user_id, e) for e in data.events), on_sent, rate)
             )
             while len(collector.received) < len(data.events):
                 if worker.proc is not None and worker.proc.poll() is not None:

@@ -10,10 +10,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import BaseModel
 
 from streams.contracts import Recommendation, decode, encode
+from streams.security import KafkaConnection, as_connection
 
 
 async def produce(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     topic: str,
     messages: Iterable[tuple[str, BaseModel | bytes]],
     on_sent: Callable[[int, float], None] | None = None,
@@ -22,9 +23,9 @@ async def produce(
     """Send ``(key, message)`` pairs, keyed as the contract says; ``rate`` > 0 paces events/s.
 
     ``on_sent(i, t)`` is called with the index of each message and the wall-clock time it was handed
-    to the producer.
+    to the producer. ``kafka``: a connection, or bootstrap servers for a plaintext one.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**as_connection(kafka).aiokafka(), linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     n = 0
     start = time.perf_counter()
@@ -50,11 +51,11 @@ async def produce(
 
 
 async def read_records(
-    bootstrap: str, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted"
+    kafka: str | KafkaConnection, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted"
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s``."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        topic, **as_connection(kafka).aiokafka(), auto_offset_reset="earliest", group_id=None,
         isolation_level=isolation_level,
     )
     await consumer.start()
@@ -70,8 +71,8 @@ async def read_records(
 class RecommendationCollector:
     """Consumes a recommendations topic from the beginning and keeps every list, with arrival time."""
 
-    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted") -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: str | KafkaConnection, topic: str, isolation_level: str = "read_uncommitted") -> None:
+        self.kafka = as_connection(kafka)
         self.topic = topic
         self.isolation_level = isolation_level
         self.received: list[tuple[float, Recommendation]] = []
@@ -80,7 +81,7 @@ class RecommendationCollector:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None,
+            self.topic, **self.kafka.aiokafka(), auto_offset_reset="earliest", group_id=None,
             isolation_level=self.isolation_level,
         )
         await self._consumer.start()

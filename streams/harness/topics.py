@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streams.app.worker import vectors_topic_name
 from streams.local.kafka import acreate_topics
+from streams.security import KafkaConnection
 from streams.settings import Settings
 
 
@@ -11,4 +12,5 @@ async def create_app_topics(settings: Settings) -> None:
     """Every topic of ``settings``' app with its partition count; the catalog topics compacted."""
     compacted = {settings.topic_items, vectors_topic_name(settings)}
     names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter]
-    await acreate_topics(settings.kafka_bootstrap, dict.fromkeys(names, settings.partitions), compacted=compacted)
+    kafka = KafkaConnection.from_settings(settings)
+    await acreate_topics(kafka, dict.fromkeys(names, settings.partitions), compacted=compacted)

@@ -5,12 +5,16 @@ one ``home`` folder (properties, data, logs, pidfile), so a later process can fi
 
 >>> KafkaBroker(home=Path("/tmp/kb"), libs=Path("/tmp/libs"), port=19092).bootstrap
 '127.0.0.1:19092'
+
+With ``security=SaslSsl(...)`` its only client listener is SASL_SSL (TLS + SCRAM-SHA-512), the broker talks to
+itself over it too, and only the controller listener (never advertised to clients) stays plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import hashlib
 import shutil
@@ -19,13 +23,25 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.local import _process
+from pydantic import SecretStr
 
-__all__ = ["KafkaBroker", "acreate_topics", "create_topics", "ensure_jars", "free_port", "libs_dir", "local_home"]
+from streams.local import _process
+from streams.security import KafkaConnection, as_connection
+
+__all__ = [
+    "KafkaBroker",
+    "SaslSsl",
+    "acreate_topics",
+    "create_topics",
+    "ensure_jars",
+    "free_port",
+    "libs_dir",
+    "local_home",
+]
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"
@@ -120,6 +136,32 @@ def _broker_answers(port: int, timeout_s: float = 1.0) -> bool:
     return bool(correlation == 7 and n_brokers > 0)
 
 
+def _secure_broker_answers(kafka: KafkaConnection, timeout_s: float = 5.0) -> bool:
+    """:func:`_broker_answers` through TLS and SASL, which a hand-made request cannot pass: aiokafka's
+    metadata request, in a thread of its own so that a caller's running event loop is no obstacle."""
+    from aiokafka import AIOKafkaClient
+
+    host, port = kafka.bootstrap.split(",")[0].rsplit(":", 1)
+    try:  # not listening yet: say so without a client that logs every refused connection
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError:
+        return False
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            return bool(client.cluster.brokers())
+        finally:
+            await client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            return pool.submit(asyncio.run, probe()).result()
+        except Exception:
+            return False
+
+
 def _recv_exact(s: socket.socket, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
@@ -130,6 +172,21 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
     return buf
 
 
+@dataclass(frozen=True)
+class SaslSsl:
+    """A SASL_SSL client listener: TLS from PEM files, SCRAM-SHA-512 users created when storage is formatted."""
+
+    keystore: Path  #: PEM: the broker's unencrypted PKCS#8 key and certificate chain (for 127.0.0.1)
+    truststore: Path  #: PEM: the CA; the broker verifies its own inter-broker connections with it
+    #: SCRAM users, name -> password; the first is the broker's own inter-broker login
+    users: Mapping[str, str] = field(repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+    @property
+    def broker_user(self) -> tuple[str, str]:
+        return next(iter(self.users.items()))
+
+
 @dataclass
 class KafkaBroker:
     """One KRaft broker+controller process whose whole state lives under ``home``."""
@@ -138,6 +195,7 @@ class KafkaBroker:
     libs: Path
     port: int = 9092
     controller_port: int = 9093
+    security: SaslSsl | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -153,6 +211,27 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
+
+    @property
+    def listener(self) -> str:
+        """The client (and inter-broker) listener's name, which is also its security protocol."""
+        return "PLAINTEXT" if self.security is None else "SASL_SSL"
+
+    def connection(self, user: str | None = None, password: str | None = None) -> KafkaConnection:
+        """How a client reaches this broker: plaintext, or SASL_SSL as ``user`` (default: the broker's own)."""
+        if self.security is None:
+            return KafkaConnection(self.bootstrap)
+        name, known = self.security.broker_user
+        if user is not None:
+            name, known = user, self.security.users.get(user, "")
+        return KafkaConnection(
+            self.bootstrap,
+            "SASL_SSL",
+            mechanism="SCRAM-SHA-512",
+            username=name,
+            password=SecretStr(known if password is None else password),
+            cafile=self.security.truststore,
+        )
 
     @property
     def properties(self) -> Path:
@@ -181,7 +260,12 @@ class KafkaBroker:
 
     def is_running(self) -> bool:
         """The process is alive and the broker answers a Metadata request on its port."""
-        return self.pid() is not None and _broker_answers(self.port)
+        return self.pid() is not None and self._answers()
+
+    def _answers(self) -> bool:
+        if self.security is None:
+            return _broker_answers(self.port)
+        return _secure_broker_answers(self.connection())
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout_s: float = 90) -> None:
@@ -231,7 +315,7 @@ class KafkaBroker:
         while time.monotonic() < deadline:
             if (self._proc is not None and self._proc.poll() is not None) or not _process.pid_alive(pid):
                 raise RuntimeError(f"Kafka broker exited during start-up:\n{self.log_tail()}")
-            if _broker_answers(self.port):
+            if self._answers():
                 return
             time.sleep(0.2)
         raise TimeoutError(f"Kafka broker not ready on {self.bootstrap} in time:\n{self.log_tail()}")
@@ -243,6 +327,9 @@ class KafkaBroker:
         while cluster_id.startswith("-"):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)]
+        if self.security is not None:  # KRaft keeps SCRAM credentials in its metadata log: create them now
+            for name, password in self.security.users.items():
+                cmd += ["--add-scram", f"{self.security.mechanism}=[name={name},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.home)
         if proc.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -255,7 +342,8 @@ class KafkaBroker:
         for line in text.splitlines():
             if line.startswith("listeners="):
                 ports = dict(part.split("://", 1)[0:2] for part in line[len("listeners=") :].split(","))
-                return int(ports["PLAINTEXT"].rsplit(":", 1)[1]), int(ports["CONTROLLER"].rsplit(":", 1)[1])
+                client = next(address for name, address in ports.items() if name != "CONTROLLER")
+                return int(client.rsplit(":", 1)[1]), int(ports["CONTROLLER"].rsplit(":", 1)[1])
         return None
 
     def log_tail(self, lines: int = 20) -> str:
@@ -274,15 +362,16 @@ class KafkaBroker:
         return "\n".join(parts) or "(no broker output)"
 
     def _server_properties(self) -> str:
+        name = self.listener
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "listeners": f"{name}://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"{name}://{HOST}:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
             "log.dirs": str(self.data_dir),
             # one node: every internal topic must fit a replication factor of 1
             "offsets.topic.replication.factor": "1",
@@ -299,6 +388,22 @@ class KafkaBroker:
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
+        if self.security is not None:
+            user, password = self.security.broker_user
+            mechanism = self.security.mechanism
+            props |= {
+                "sasl.enabled.mechanisms": mechanism,
+                "sasl.mechanism.inter.broker.protocol": mechanism,
+                f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{user}" password="{password}";'
+                ),
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.security.keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.security.truststore),
+                "ssl.endpoint.identification.algorithm": "https",  # the broker checks its own host name too
+            }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _log4j_properties(self) -> str:
@@ -315,7 +420,7 @@ class KafkaBroker:
 
 
 async def acreate_topics(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     topics: dict[str, int],
     compacted: Iterable[str] = (),
     timeout_s: float = 30,
@@ -334,7 +439,7 @@ async def acreate_topics(
         for name, parts in topics.items()
     ]
     timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(**as_connection(kafka).aiokafka(), request_timeout_ms=timeout_ms)
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         response = await admin.create_topics(new, timeout_ms=timeout_ms)
@@ -356,10 +461,10 @@ async def acreate_topics(
 
 
 def create_topics(
-    bootstrap: str,
+    kafka: str | KafkaConnection,
     topics: dict[str, int],
     compacted: Iterable[str] = (),
     timeout_s: float = 30,
 ) -> None:
     """Synchronous :func:`acreate_topics` for code outside an event loop (the CLI)."""
-    asyncio.run(acreate_topics(bootstrap, topics, compacted, timeout_s))
+    asyncio.run(acreate_topics(kafka, topics, compacted, timeout_s))

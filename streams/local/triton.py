@@ -61,6 +61,8 @@ class TritonServer:
     http_port: int = 8000
     metrics_port: int = 8002
     model: str = "text_encoder"
+    #: (certificate, key) PEM files: gRPC over TLS (HTTP, used for the readiness check, stays plain)
+    grpc_tls: tuple[Path, Path] | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def ensure_model_repository(self) -> bool:
@@ -162,6 +164,9 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
         ]
+        if self.grpc_tls is not None:
+            cert, key = self.grpc_tls
+            cmd += ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}"]
         self._proc = _process.spawn(cmd, self.log_file, self.pid_file, env=self._env(triton_home, stub_env))
         try:
             self._wait_ready(timeout_s)

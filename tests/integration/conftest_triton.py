@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +27,8 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.fixture(scope="session")
-def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("triton")
+def running_triton(root: Path, grpc_tls: tuple[Path, Path] | None = None) -> Iterator[TritonServer]:
+    """A server on the exported repository under ``root``, on free ports; stopped when the generator closes."""
     grpc_port, http_port, metrics_port = free_ports(3)
     server = TritonServer(
         home=root / "home",
@@ -36,9 +36,15 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
         grpc_port=grpc_port,
         http_port=http_port,
         metrics_port=metrics_port,
+        grpc_tls=grpc_tls,
     )
     server.start(timeout_s=180)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    yield from running_triton(tmp_path_factory.mktemp("triton"))
