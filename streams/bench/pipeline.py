@@ -45,9 +45,9 @@ from streams.app.worker import vectors_topic_name
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
 from streams.contracts import EmbeddedItem, Event, Recommendation
-from streams.harness import RecommendationCollector, WorkerProcess, produce
+from streams.harness import RecommendationCollector, WorkerProcess, create_worker_topics, produce
 from streams.local import _process
-from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
+from streams.local.kafka import KafkaBroker, ensure_jars, free_port
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -232,23 +232,11 @@ async def _run(
     ceilings: bool,
     workdir: Path,
 ) -> dict[str, Any]:
-    bootstrap, p = settings.kafka_bootstrap, settings.partitions
+    bootstrap = settings.kafka_bootstrap
     prefix = settings.topic_items.removesuffix("-items")
     sinks = {kind: f"{prefix}-out-{kind}" for kind in ("aiokafka", "faust")}
     probe_topic = f"{prefix}-probe"
-    await acreate_topics(
-        bootstrap,
-        {
-            settings.topic_items: p,
-            vectors_topic_name(settings): p,
-            settings.topic_events: p,
-            settings.topic_recommendations: p,
-            settings.topic_dead_letter: p,
-            probe_topic: p,
-            **{sink: p for sink in sinks.values()},
-        },
-        compacted={settings.topic_items, vectors_topic_name(settings)},
-    )
+    await create_worker_topics(settings, probe_topic, *sinks.values())
     embedded = [
         EmbeddedItem(item=item, vector_b64=base64.b64encode(vec.astype("<f4").tobytes()).decode())
         for item, vec in zip(catalog.data.items, catalog.vectors, strict=True)
@@ -321,11 +309,15 @@ def bench_pipeline(
     bootstrap: str | None = None,
     timeout_s: float = 600.0,
     ceilings: bool = True,
+    catalog: EmbeddedCatalog | None = None,
 ) -> dict[str, Any]:
-    """The whole pipeline part; see the module docstring. ``settings`` configure the worker (policy, K...)."""
+    """The whole pipeline part; see the module docstring. ``settings`` configure the worker (policy, K...).
+
+    ``catalog`` defaults to the embedded MovieLens one (tests pass random vectors to skip embedding).
+    """
     # A consumer that starts right after its topic was created gets one retried NotLeaderForPartition.
     logging.getLogger("aiokafka.consumer.fetcher").setLevel(logging.CRITICAL)
-    catalog = embedded_movielens(settings.cache_dir)
+    catalog = catalog or embedded_movielens(settings.cache_dir)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     workdir = settings.cache_dir / "bench" / run_id
     workdir.mkdir(parents=True, exist_ok=True)

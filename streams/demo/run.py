@@ -15,11 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.app.worker import vectors_topic_name
 from streams.contracts import Recommendation
 from streams.demo.movielens import MovieLens, load_movielens
-from streams.harness import RecommendationCollector, WorkerProcess, produce
-from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars, free_port
+from streams.harness import RecommendationCollector, WorkerProcess, create_worker_topics, produce
+from streams.local.kafka import KafkaBroker, ensure_jars, free_port
 from streams.local.kafka import local_home as kafka_home
 from streams.local.triton import TritonServer
 from streams.local.triton import local_home as triton_home
@@ -109,18 +108,8 @@ def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> 
 
 
 async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -> None:
-    bootstrap, p = settings.kafka_bootstrap, settings.partitions
-    await acreate_topics(
-        bootstrap,
-        {
-            settings.topic_items: p,
-            vectors_topic_name(settings): p,
-            settings.topic_events: p,
-            settings.topic_recommendations: p,
-            settings.topic_dead_letter: p,
-        },
-        compacted={settings.topic_items, vectors_topic_name(settings)},
-    )
+    bootstrap = settings.kafka_bootstrap
+    await create_worker_topics(settings)
     log_path = settings.data_dir / "worker.log"
     worker = WorkerProcess(settings, log_path)
     collector = RecommendationCollector(bootstrap, settings.topic_recommendations)

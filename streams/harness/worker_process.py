@@ -13,12 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from streams.local import _process
+from streams.local.kafka import acreate_topics
 from streams.settings import Settings, env_var_name
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ``STREAMREC_*`` variables that reproduce ``settings`` in another process."""
     return {env_var_name(name): str(value) for name, value in settings.model_dump().items()}
+
+
+async def create_worker_topics(settings: Settings, *extra: str) -> None:
+    """Create the worker's topics (items and vectors compacted) and ``extra`` ones, all with its partitions."""
+    from streams.app.worker import vectors_topic_name  # the app (and Faust) only when topics are made
+
+    compacted = {settings.topic_items, vectors_topic_name(settings)}
+    names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter, *extra]
+    await acreate_topics(settings.kafka_bootstrap, dict.fromkeys(names, settings.partitions), compacted=compacted)
 
 
 class WorkerProcess:
