@@ -125,6 +125,9 @@ def pipeline(
             ]
         )
     for rate, ph in section["latency"].items():
+        if "timed_out" in ph:
+            rows.append([f"worker at {rate} events/s offered", "timed out", "", "", "", ""])
+            continue
         rows.append(
             [
                 f"worker at {rate} events/s offered",
