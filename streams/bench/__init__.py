@@ -6,11 +6,22 @@ Every result names the machine, the commit and the date, and compares side by si
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def environment() -> dict[str, Any]:
@@ -27,7 +38,30 @@ def environment() -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": commit + ("-dirty" if dirty else ""),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+    }
+
+
+def merge_section(out: Path, part: str, section: dict[str, Any]) -> dict[str, Any]:
+    """Write ``section`` (with :func:`environment`) as ``out[part]``, keeping the other parts; return it.
+
+    Parts run at different times (and commits), so each carries its own environment.
+    """
+    report = {"environment": environment(), **section}
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**existing, part: report}, indent=2) + "\n")
+    return report
+
+
+def percentiles_ms(seconds: Any) -> dict[str, float]:
+    """``{"p50_ms", "p99_ms", "mean_ms"}`` of a sequence of durations in seconds."""
+    import numpy as np
+
+    ms = 1e3 * np.asarray(seconds, dtype=np.float64)
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
     }

@@ -19,13 +19,14 @@ async def produce(
     messages: Iterable[tuple[str, BaseModel | bytes]],
     on_sent: Callable[[int, float], None] | None = None,
     rate: float = 0.0,
+    linger_ms: int = 5,
 ) -> int:
     """Send ``(key, message)`` pairs, keyed as the contract says; ``rate`` > 0 paces events/s.
 
     ``on_sent(i, t)`` is called with the index of each message and the wall-clock time it was handed
     to the producer. ``kafka``: a connection, or bootstrap servers for a plaintext one.
     """
-    producer = AIOKafkaProducer(**as_connection(kafka).aiokafka(), linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**as_connection(kafka).aiokafka(), linger_ms=linger_ms, max_batch_size=256 * 1024)
     await producer.start()
     n = 0
     start = time.perf_counter()
@@ -69,11 +70,22 @@ async def read_records(
 
 
 class RecommendationCollector:
-    """Consumes a recommendations topic from the beginning and keeps every list, with arrival time."""
+    """Consumes a recommendations topic from the beginning and keeps every list, with arrival time.
 
-    def __init__(self, kafka: str | KafkaConnection, topic: str, isolation_level: str = "read_uncommitted") -> None:
+    ``fetch_max_wait_ms`` bounds how long the broker holds a fetch that has no data yet; latency
+    measurements want it small, so a list never waits for a fetch round-trip that started empty.
+    """
+
+    def __init__(
+        self,
+        kafka: str | KafkaConnection,
+        topic: str,
+        fetch_max_wait_ms: int = 500,
+        isolation_level: str = "read_uncommitted",
+    ) -> None:
         self.kafka = as_connection(kafka)
         self.topic = topic
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.isolation_level = isolation_level
         self.received: list[tuple[float, Recommendation]] = []
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +93,11 @@ class RecommendationCollector:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            self.topic, **self.kafka.aiokafka(), auto_offset_reset="earliest", group_id=None,
+            self.topic,
+            **self.kafka.aiokafka(),
+            auto_offset_reset="earliest",
+            group_id=None,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             isolation_level=self.isolation_level,
         )
         await self._consumer.start()

@@ -8,9 +8,9 @@ from streams.security import KafkaConnection
 from streams.settings import Settings
 
 
-async def create_app_topics(settings: Settings) -> None:
-    """Every topic of ``settings``' app with its partition count; the catalog topics compacted."""
+async def create_app_topics(settings: Settings, *extra: str) -> None:
+    """Every topic of ``settings``' app, and ``extra`` ones, with its partition count; the catalog topics compacted."""
     compacted = {settings.topic_items, vectors_topic_name(settings)}
-    names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter]
+    names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter, *extra]
     kafka = KafkaConnection.from_settings(settings)
     await acreate_topics(kafka, dict.fromkeys(names, settings.partitions), compacted=compacted)

@@ -1,0 +1,238 @@
+"""``streamrec bench [rerank|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
+
+Never a timed assertion anywhere: these are measurements, named by machine, commit and date.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Measure speed and memory; merge the results into bench.json and print a table.")
+console = Console()
+
+OUT = typer.Option(Path("bench.json"), "--out", help="JSON file the part's section is merged into")
+Row = Sequence[str]
+
+
+def publish(
+    out: Path, part: str, section: dict[str, Any], title: str, columns: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """The one way every part reports: merge into ``out`` (with the environment), print one table."""
+    from streams.bench import merge_section
+
+    env = merge_section(out, part, section)["environment"]
+    table = Table(title=f"{title}\n{env['cores']} cores, {env['processor']}, commit {env['commit']}, {env['date']}")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"[dim]{part} written to {out}[/dim]")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+@app.callback(invoke_without_command=True)
+def bench(ctx: typer.Context, out: Path = OUT) -> None:
+    """Without a part: run them all with their defaults (about 10 minutes on 2 cores)."""
+    if ctx.invoked_subcommand is None:
+        run_all(out)
+
+
+@app.command()
+def rerank(
+    out: Path = OUT,
+    n: int = typer.Option(500, help="candidates"),
+    k: int = typer.Option(20, help="list length"),
+    d: int = typer.Option(384, help="embedding dimension"),
+    repeats: int = typer.Option(400, help="timed runs per algorithm"),
+) -> None:
+    """Each reranker and its naive reference on one core, same request, same run."""
+    from streams.bench.rerank import bench_rerank
+
+    results = bench_rerank(n=n, k=k, d=d, repeats=repeats)
+    rows = [[name, _ms(r["median_ms"]), _ms(r["p99_ms"]), f"{r['repeats']:.0f}"] for name, r in results.items()]
+    section = {"n": n, "k": k, "d": d, "results": results}
+    publish(
+        out,
+        "rerank",
+        section,
+        f"rerank: N={n}, K={k}, d={d}, one core",
+        ["algorithm", "median ms", "p99 ms", "runs"],
+        rows,
+    )
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+@app.command()
+def pipeline(
+    out: Path = OUT,
+    events: int = typer.Option(10_000, help="events for the throughput phase (and the ceilings)"),
+    rates: str = typer.Option("500,1000,2000", help="offered loads for the latency phases, events/s"),
+    duration: float = typer.Option(10.0, help="seconds of offered load per rate"),
+    bootstrap: str = typer.Option("", help="use this Kafka instead of starting a throw-away broker"),
+    ceilings: bool = typer.Option(True, help="also run the aiokafka and Faust pass-throughs"),
+) -> None:
+    """One worker end to end through local Kafka: throughput, latency at fixed loads, pass-through ceilings."""
+    from streams.bench.pipeline import bench_pipeline
+    from streams.settings import Settings
+
+    section = bench_pipeline(
+        Settings(),
+        events=events,
+        rates=_float_list(rates),
+        duration_s=duration,
+        bootstrap=bootstrap or None,
+        ceilings=ceilings,
+    )
+    tp = section["throughput"]
+    rows: list[Row] = [
+        [
+            "worker, flat out",
+            _rate(tp["events_per_s"]),
+            _ms(tp["latency_p50_ms"]),
+            _ms(tp["latency_p99_ms"]),
+            _ms(tp.get("worker_cpu_ms_per_event")),
+            f"{tp['events']:,}",
+        ]
+    ]
+    for kind, c in section.get("ceilings", {}).items():
+        ratio = section["ratio"][kind]
+        rows.append(
+            [
+                f"{kind} pass-through (ours = {ratio:.1%})",
+                _rate(c["events_per_s"]),
+                "",
+                "",
+                _ms(c["cpu_ms_per_event"]),
+                f"{c['events']:,}",
+            ]
+        )
+    for rate, ph in section["latency"].items():
+        if "timed_out" in ph:
+            rows.append([f"worker at {rate} events/s offered", "timed out", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                f"worker at {rate} events/s offered",
+                _rate(ph["events_per_s"]),
+                _ms(ph["latency_p50_ms"]),
+                _ms(ph["latency_p99_ms"]),
+                _ms(ph.get("worker_cpu_ms_per_event")),
+                f"{ph['events']:,}",
+            ]
+        )
+        probe = ph["probe"]
+        rows.append(
+            [
+                f"  probe, no worker, {rate}/s",
+                "",
+                _ms(probe["latency_p50_ms"]),
+                _ms(probe["latency_p99_ms"]),
+                "",
+                f"{probe['events']:,}",
+            ]
+        )
+    title = (
+        f"pipeline: one worker, policy {section['policy']}, K={section['k']}, {section['items']:,} items, "
+        f"{section['partitions']} partitions"
+    )
+    columns = ["run", "events/s", "p50 ms", "p99 ms", "CPU ms/event", "events"]
+    publish(out, "pipeline", section, title, columns, rows)
+
+
+@app.command()
+def encoder(
+    out: Path = OUT,
+    device: str = typer.Option("cpu", help="LocalEncoder's torch device: cpu, cuda, cuda:1 ..."),
+    triton_url: str = typer.Option("", help="a running Triton's gRPC host:port (default: start a CPU one here)"),
+    batches: str = typer.Option("1,32,128", help="batch sizes"),
+    seconds: float = typer.Option(5.0, help="seconds of requests per encoder and batch size"),
+    concurrency: int = typer.Option(1, help="requests in flight at once"),
+) -> None:
+    """TritonEncoder vs LocalEncoder on MovieLens titles: texts/s and per-request latency, same run."""
+    from streams.bench.encoder import bench_encoder
+    from streams.demo.movielens import load_movielens
+    from streams.settings import Settings
+
+    texts = [item.title for item in load_movielens(1).items]
+    section = bench_encoder(
+        texts,
+        Settings(),
+        triton_url=triton_url or None,
+        device=device,
+        batches=[int(b) for b in _float_list(batches)],
+        seconds=seconds,
+        concurrency=concurrency,
+    )
+    rows: list[Row] = []
+    for batch in section["results"]["local"]:
+        for name in ("local", "triton"):
+            r = section["results"][name][batch]
+            overhead = f"{section['overhead'][batch]:+.0%}" if name == "triton" else ""
+            rows.append(
+                [f"{name}, batch {batch}", _rate(r["texts_per_s"]), _ms(r["p50_ms"]), _ms(r["p99_ms"]), overhead]
+            )
+    title = f"encoder: MiniLM on {section['device']}, {section['mean_text_chars']:.0f}-char titles"
+    publish(out, "encoder", section, title, ["encoder", "texts/s", "p50 ms", "p99 ms", "Triton overhead"], rows)
+
+
+@app.command()
+def memory(
+    out: Path = OUT,
+    users: int = typer.Option(100_000, help="users held in memory for the RSS figure"),
+) -> None:
+    """Serialized user state per user (real MovieLens histories) and RSS per 100k users."""
+    from streams.bench.catalog import embedded_movielens
+    from streams.bench.memory import bench_memory
+    from streams.settings import Settings
+
+    settings = Settings()
+    section = bench_memory(embedded_movielens(settings.cache_dir), settings, users=users)
+    rows: list[Row] = []
+    for label, s in [
+        ("all users, final", section["state_bytes"]),
+        *((f"after event {n}", s) for n, s in section["state_bytes_after_n_events"].items()),
+    ]:
+        rows.append([label, f"{s['users']:,.0f}", f"{s['mean']:,.0f}", f"{s['p50']:,.0f}", f"{s['max']:,.0f}"])
+    rss = section["rss"]
+    rows.append(
+        [
+            f"RSS for {rss['users']:,} users",
+            "",
+            f"{rss['bytes_per_user']:,.0f}",
+            "",
+            f"{rss['mib_per_100k_users']:,.1f} MiB/100k",
+        ]
+    )
+    title = f"memory: serialized user state ({section['interests']} interests, history {section['history_size']})"
+    publish(out, "memory", section, title, ["state", "users", "mean bytes", "p50 bytes", "max bytes"], rows)
+
+
+PARTS: dict[str, Callable[..., None]] = {"rerank": rerank, "memory": memory, "encoder": encoder, "pipeline": pipeline}
+
+
+@app.command("all")
+def run_all(out: Path = OUT) -> None:
+    """Every part with its defaults, one after the other."""
+    for name, part in PARTS.items():
+        console.rule(name)
+        # called from Python, a command's parameters default to typer.Option objects: pass their values
+        defaults = {p: v.default.default for p, v in inspect.signature(part).parameters.items()}
+        part(**{**defaults, "out": out})
