@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
     processing_guarantee: Guarantee = Field(
         default="at_least_once",
-        description="'at_least_once' (offsets committed after the lists are delivered) or 'exactly_once' (Kafka "
-        "transactions)",
+        description="'at_least_once' (offsets committed after the lists are delivered) or 'exactly_once' (Faust's "
+        "Kafka transactions; experimental, see Guarantees)",
     )
 
     # --- Local real parts ------------------------------------------------------------
