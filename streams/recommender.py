@@ -232,7 +232,7 @@ class Recommender:
                 lists.append([])
                 self.traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
                 continue
-            ids = [catalog.items[r].item_id for r in rows]
+            ids = catalog.ids(rows)
             features = self._features(p.state, p.event, rows, ids, popularity, created)
             # Until the click model has seen enough impressions its output is noise: lean on the
             # cosine to the nearest interest (popularity for cold users) and hand over gradually.
@@ -271,7 +271,7 @@ class Recommender:
             self.interest,
             state,
             self.catalog.vectors[rows],
-            [self.catalog.items[r].categories for r in rows],
+            self.catalog.category_affinity(state.category_mix(), rows),
             popularity[rows],
             created[rows],
             event.ts,
@@ -303,7 +303,7 @@ class Recommender:
         draw = rng.integers(n, size=2 * (self.mix.explore_pool + len(seen) + self.k))
         pool = draw[np.sort(np.unique(draw, return_index=True)[1])]
         pool = pool[~np.isin(pool, seen)][: self.mix.explore_pool]
-        ids = [self.catalog.items[r].item_id for r in pool]
+        ids = self.catalog.ids(pool)
         context = self.catalog.vectors[pool] if isinstance(self.bandit, LinUCB) else None
         return fill_explore(exploit, ids, p.policy.explore_share, self.k, self.bandit, rng, context=context)
 

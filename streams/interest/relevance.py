@@ -142,7 +142,7 @@ def candidate_features(
     interest: MultiInterest,
     state: MultiInterestState,
     item_vecs: F32,
-    item_categories: Sequence[Sequence[str]],
+    item_category_affinity: ArrayLike,
     popularity: ArrayLike,
     created_at: ArrayLike,
     ts: float,
@@ -150,11 +150,12 @@ def candidate_features(
     mf: ArrayLike = 0.0,
 ) -> F32:
     """The feature matrix of ``n`` candidates for one user at time ``ts`` (from ``state`` as it was
-    before the event at ``ts``): ``[n, len(FEATURES)]``."""
+    before the event at ``ts``): ``[n, len(FEATURES)]``. ``item_category_affinity`` is
+    :func:`category_affinity` of the user's category mix (or the catalog's row-wise version)."""
     since_last = ts - state.last_ts if state.events else _DAY
     return RelevanceModel.feature_matrix(
         cosine=interest.best_cosine(state, item_vecs),
-        category_affinity=category_affinity(state.category_mix(), item_categories),
+        category_affinity=item_category_affinity,
         popularity=popularity,
         since_last_s=since_last,
         item_age_s=ts - np.asarray(created_at, np.float64),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,11 @@ class Catalog:
         self.index: VectorIndex = index if index is not None else ExactIndex(dim)
         self.items: list[CatalogItem] = []
         self._rows: dict[str, int] = {}
+        # Row-aligned copies of what the hot path reads per candidate, so it gathers with numpy
+        # instead of looping in Python: item ids, and category codes padded with -1.
+        self._ids = np.empty(0, dtype=object)
+        self._categories: dict[str, int] = {}
+        self._codes = np.full((0, 1), -1, dtype=np.int32)
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._pop = np.zeros(0, dtype=np.float64)
         self._created = np.zeros(0, dtype=np.float64)
@@ -57,6 +63,27 @@ class Catalog:
     def row(self, item_id: str) -> int:
         return self._rows[item_id]
 
+    def ids(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """The item ids of ``rows``, in order."""
+        ids: list[str] = self._ids[rows].tolist()
+        return ids
+
+    def category_affinity(self, mix: Mapping[str, float], rows: npt.NDArray[np.int64]) -> F32:
+        """Per row, the sum of ``mix`` over the item's categories (see :func:`category_affinity`).
+
+        >>> c = Catalog(dim=1)
+        >>> c.upsert([CatalogItem("a", "A", ("drama",)), CatalogItem("b", "B", ("comedy", "drama"))], np.ones((2, 1)))
+        >>> c.category_affinity({"drama": 0.75, "comedy": 0.25}, np.array([1, 0])).tolist()
+        [1.0, 0.75]
+        """
+        weights = np.zeros(len(self._categories) + 1, np.float32)  # the last entry is the padding's 0
+        for name, share in mix.items():
+            code = self._categories.get(name)
+            if code is not None:
+                weights[code] = share
+        out: F32 = weights[self._codes[rows]].sum(axis=1, dtype=np.float32)
+        return out
+
     def rows(self, item_ids: list[str]) -> npt.NDArray[np.int64]:
         """Rows of the ids known to the catalog (unknown ids are skipped)."""
         return np.fromiter((self._rows[i] for i in item_ids if i in self._rows), dtype=np.int64)
@@ -70,6 +97,7 @@ class Catalog:
         if len(items) != len(vectors):
             raise ValueError("one vector per item")
         rows = np.empty(len(items), dtype=np.int64)
+        width = max([len(item.categories) for item in items] + [self._codes.shape[1]])
         for i, item in enumerate(items):
             row = self._rows.get(item.item_id)
             if row is None:
@@ -86,6 +114,16 @@ class Catalog:
             self.vectors = vectors_grown
             self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
             self._created = np.concatenate([self._created, np.zeros(cap - len(self._created))])
+            self._ids = np.concatenate([self._ids, np.empty(cap - len(self._ids), dtype=object)])
+        if width > self._codes.shape[1] or len(self._codes) < len(self.vectors):
+            codes = np.full((len(self.vectors), width), -1, dtype=np.int32)
+            codes[: len(self._codes), : self._codes.shape[1]] = self._codes
+            self._codes = codes
+        for item, at in zip(items, rows.tolist(), strict=True):
+            self._ids[at] = item.item_id
+            self._codes[at] = -1
+            for j, name in enumerate(item.categories):
+                self._codes[at, j] = self._categories.setdefault(name, len(self._categories))
         self.vectors[rows] = vectors
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))

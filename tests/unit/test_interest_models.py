@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
-from streams.interest.relevance import FEATURES, RelevanceModel, candidate_features
+from streams.interest.relevance import FEATURES, RelevanceModel, candidate_features, category_affinity
 from streams.retrieval.covisit import CoVisitation
 from streams.retrieval.mf import OnlineMF
 
@@ -161,7 +161,15 @@ def test_relevance_model_ranks_clicked_items_first() -> None:
         p_click = 1.0 / (1.0 + np.exp(-(5.0 * true_cos + 0.7 * np.log1p(popularity[i]) - 4.0)))
         clicked = bool(rng.random() < p_click)
         ts += 5.0
-        x = candidate_features(interest, states[u], items[i : i + 1], cats[i : i + 1], popularity[i], created[i], ts)
+        x = candidate_features(
+            interest,
+            states[u],
+            items[i : i + 1],
+            category_affinity(states[u].category_mix(), cats[i : i + 1]),
+            popularity[i],
+            created[i],
+            ts,
+        )
         if step >= 3000:  # progressive validation: score before learning
             scores.append(float(model.predict_many(x)[0]))
             labels.append(clicked)
