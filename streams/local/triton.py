@@ -63,6 +63,8 @@ class TritonServer:
     model: str = "text_encoder"
     #: (certificate, key) PEM files: gRPC over TLS (HTTP, used for the readiness check, stays plain)
     grpc_tls: tuple[Path, Path] | None = None
+    #: ``--model-config-name``, e.g. ``"gpu"`` for ``configs/gpu.pbtxt``; None: ``config.pbtxt``
+    model_config_name: str | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def ensure_model_repository(self) -> bool:
@@ -164,6 +166,8 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
         ]
+        if self.model_config_name:
+            cmd.append(f"--model-config-name={self.model_config_name}")
         if self.grpc_tls is not None:
             cert, key = self.grpc_tls
             cmd += ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}"]
