@@ -63,9 +63,26 @@ def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Se
     return Settings.model_validate(fields)
 
 
-async def start_with_catalog(settings: Settings, items: list[Item], log: Path) -> WorkerProcess:
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Every worker a test starts, stopped at teardown whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def launch(settings: Settings, log: Path, workers: list[WorkerProcess]) -> WorkerProcess:
     worker = WorkerProcess(settings, log)
+    workers.append(worker)
     worker.start()
+    return worker
+
+
+async def start_with_catalog(
+    settings: Settings, items: list[Item], log: Path, workers: list[WorkerProcess]
+) -> WorkerProcess:
+    worker = launch(settings, log, workers)
     await produce(settings.kafka_bootstrap, settings.topic_items, ((it.item_id, it) for it in items))
     await wait_status(worker, lambda st: st["catalog_ready"] and st["items"] == len(items), 300, "catalog loaded")
     return worker
@@ -121,7 +138,10 @@ async def final_states(settings: Settings) -> dict[bytes, tuple[int, bytes | Non
 
 
 async def test_sigterm_then_sigkill_lose_nothing(
-    kafka_broker: KafkaBroker, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
 ) -> None:
     items, all_events = movielens
     events = all_events[:20_000]
@@ -131,7 +151,7 @@ async def test_sigterm_then_sigkill_lose_nothing(
     await collector.start()
     log = tmp_path / "worker.log"
 
-    worker = await start_with_catalog(settings, items, log)
+    worker = await start_with_catalog(settings, items, log, workers)
     await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
     await wait_lists(collector, 3_000, 300)
     # SIGTERM: the batch in hand is finished and everything done is committed before exit.
@@ -147,13 +167,11 @@ async def test_sigterm_then_sigkill_lose_nothing(
     assert not missing, f"{len(missing)} committed events have no list"
 
     # SIGKILL in the middle: nothing gets to finish or commit.
-    worker = WorkerProcess(settings, log)
-    worker.start()
+    worker = launch(settings, log, workers)
     await wait_lists(collector, 10_000, 300)
     kill(worker)
 
-    worker = WorkerProcess(settings, log)
-    worker.start()
+    worker = launch(settings, log, workers)
     try:
         await wait_lists(collector, len(events), 600)
         await asyncio.sleep(3.0)  # late duplicates would show up now
@@ -176,14 +194,17 @@ async def test_sigterm_then_sigkill_lose_nothing(
 
 
 async def test_broker_restart_under_load(
-    kafka_broker: KafkaBroker, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
 ) -> None:
     items, all_events = movielens
     events = all_events[:8_000]
     settings = make_settings(kafka_broker, tmp_path)
     await create_app_topics(settings)
     collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
-    worker = await start_with_catalog(settings, items, tmp_path / "worker.log")
+    worker = await start_with_catalog(settings, items, tmp_path / "worker.log", workers)
     try:
         await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
         await collector.start()
@@ -231,7 +252,11 @@ def scrape(settings: Settings, name: str) -> float:
 
 
 async def test_encoder_outage(
-    kafka_broker: KafkaBroker, own_triton: TritonServer, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+    kafka_broker: KafkaBroker,
+    own_triton: TritonServer,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
 ) -> None:
     items, all_events = movielens
     old, new = items[:200], items[200:]
@@ -241,7 +266,7 @@ async def test_encoder_outage(
     await create_app_topics(settings)
     collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
     await collector.start()
-    worker = await start_with_catalog(settings, old, tmp_path / "worker.log")
+    worker = await start_with_catalog(settings, old, tmp_path / "worker.log", workers)
     try:
         await asyncio.to_thread(own_triton.stop)
         # Triton is down for 30 s while new items and events keep coming.
@@ -279,7 +304,10 @@ async def test_encoder_outage(
     "readers (324 duplicates of 6,000 here; upstream faust-streaming/faust#517 and #177)",
 )
 async def test_exactly_once_sigkill_no_duplicates(
-    kafka_broker: KafkaBroker, tmp_path: Path, movielens: tuple[list[Item], list[Event]]
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
 ) -> None:
     """With Kafka transactions, a reader of committed data sees exactly one list per event across a SIGKILL."""
     items, all_events = movielens
@@ -291,17 +319,15 @@ async def test_exactly_once_sigkill_no_duplicates(
     )
     await collector.start()
     log = tmp_path / "worker.log"
-    worker = await start_with_catalog(settings, items, log)
+    worker = await start_with_catalog(settings, items, log, workers)
     try:
         await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
         await wait_lists(collector, 2_000, 300)
         kill(worker)
-        worker = WorkerProcess(settings, log)
-        worker.start()
+        launch(settings, log, workers)
         await wait_lists(collector, len(events), 600)
         await asyncio.sleep(3.0)
     finally:
-        worker.stop()
         await collector.stop()
     lists = Counter(rec.event_id for _, rec in collector.received)
     assert set(lists) == {e.event_id for e in events}
