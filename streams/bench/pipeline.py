@@ -45,7 +45,7 @@ from streams.app.worker import vectors_topic_name
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
 from streams.contracts import EmbeddedItem, Event, Recommendation
-from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local import _process
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port
 from streams.settings import Settings
@@ -330,11 +330,7 @@ def bench_pipeline(
             worker_settings = settings.model_copy(
                 update={
                     "kafka_bootstrap": boot,
-                    "app_id": f"streamrec-bench-{run_id}",
-                    "topic_items": f"bench-{run_id}-items",
-                    "topic_events": f"bench-{run_id}-events",
-                    "topic_recommendations": f"bench-{run_id}-recommendations",
-                    "topic_dead_letter": f"bench-{run_id}-dlq",
+                    **run_names("bench", run_id),
                     "encoder": "local",  # never called: the items arrive embedded
                     "web_port": free_port(),
                     "data_dir": workdir / "worker",

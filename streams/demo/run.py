@@ -17,7 +17,7 @@ from rich.table import Table
 
 from streams.contracts import Recommendation
 from streams.demo.movielens import MovieLens, load_movielens
-from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port
 from streams.local.kafka import local_home as kafka_home
 from streams.local.triton import TritonServer
@@ -90,11 +90,7 @@ def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> 
     # Fresh topics and group per run, so a second demo does not resume the first one's state.
     settings = base.model_copy(
         update={
-            "app_id": f"streamrec-demo-{run_id}",
-            "topic_items": f"demo-{run_id}-items",
-            "topic_events": f"demo-{run_id}-events",
-            "topic_recommendations": f"demo-{run_id}-recommendations",
-            "topic_dead_letter": f"demo-{run_id}-dlq",
+            **run_names("demo", run_id),
             "encoder": encoder or base.encoder,
             "web_port": free_port(),
             "data_dir": base.cache_dir / "demo" / run_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from streams.app.worker import vectors_topic_name
 from streams.local.kafka import acreate_topics
 from streams.security import KafkaConnection
@@ -14,3 +16,20 @@ async def create_app_topics(settings: Settings, *extra: str) -> None:
     names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter, *extra]
     kafka = KafkaConnection.from_settings(settings)
     await acreate_topics(kafka, dict.fromkeys(names, settings.partitions), compacted=compacted)
+
+
+def run_names(prefix: str, run_id: str | None = None) -> dict[str, str]:
+    """Settings fields for one isolated run: an app id (group, changelog) and topics no other run uses.
+
+    >>> names = run_names("demo", "42")
+    >>> names["app_id"], names["topic_events"]
+    ('streamrec-demo-42', 'demo-42-events')
+    """
+    run = run_id or uuid.uuid4().hex[:8]
+    return {
+        "app_id": f"streamrec-{prefix}-{run}",
+        "topic_items": f"{prefix}-{run}-items",
+        "topic_events": f"{prefix}-{run}-events",
+        "topic_recommendations": f"{prefix}-{run}-recommendations",
+        "topic_dead_letter": f"{prefix}-{run}-dlq",
+    }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from encoders import TritonEncoder
 from streams.contracts import DeadLetter, Event, Item, decode
 from streams.explore import explore_slots
-from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.policies import assign, parse_split
@@ -99,14 +98,9 @@ def event_stream() -> list[Event]:
 
 @pytest.fixture
 def settings(kafka_broker: KafkaBroker, triton_server: TritonServer, tmp_path: Path) -> Settings:
-    run = uuid.uuid4().hex[:8]
     return Settings(
         kafka_bootstrap=kafka_broker.bootstrap,
-        app_id=f"streamrec-test-{run}",
-        topic_items=f"t{run}-items",
-        topic_events=f"t{run}-events",
-        topic_recommendations=f"t{run}-recs",
-        topic_dead_letter=f"t{run}-dlq",
+        **run_names("pipeline"),
         partitions=2,
         session_timeout_s=6.0,
         encoder="triton",

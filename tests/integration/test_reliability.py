@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,18 +16,19 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from encoders import EMBEDDING_DIM, export_model_repository
+from encoders import EMBEDDING_DIM
 from streams.app.applied import unstamp
 from streams.app.worker import CatalogLoader, vectors_topic_name
 from streams.contracts import Event, EventType, Item, decode
 from streams.demo.movielens import load_movielens
-from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog
 from streams.settings import Settings
 from tests.integration.conftest_kafka import free_ports
+from tests.integration.conftest_triton import running_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,14 +44,9 @@ def movielens() -> tuple[list[Item], list[Event]]:
 
 
 def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Settings:
-    run = uuid.uuid4().hex[:8]
     fields: dict[str, object] = {
         "kafka_bootstrap": kafka.bootstrap,
-        "app_id": f"streamrec-rel-{run}",
-        "topic_items": f"r{run}-items",
-        "topic_events": f"r{run}-events",
-        "topic_recommendations": f"r{run}-recs",
-        "topic_dead_letter": f"r{run}-dlq",
+        **run_names("reliability"),
         "partitions": 2,
         "session_timeout_s": 6.0,
         "encoder": "local",
@@ -61,6 +56,19 @@ def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Se
         **overrides,
     }
     return Settings.model_validate(fields)
+
+
+async def open_run(
+    kafka: KafkaBroker, tmp_path: Path, isolation_level: str = "read_uncommitted", **overrides: object
+) -> tuple[Settings, RecommendationCollector]:
+    """Settings with fresh topics (created) and a started collector of their recommendations."""
+    settings = make_settings(kafka, tmp_path, **overrides)
+    await create_app_topics(settings)
+    collector = RecommendationCollector(
+        settings.kafka_bootstrap, settings.topic_recommendations, isolation_level=isolation_level
+    )
+    await collector.start()
+    return settings, collector
 
 
 @pytest.fixture
@@ -145,10 +153,7 @@ async def test_sigterm_then_sigkill_lose_nothing(
 ) -> None:
     items, all_events = movielens
     events = all_events[:20_000]
-    settings = make_settings(kafka_broker, tmp_path)
-    await create_app_topics(settings)
-    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
-    await collector.start()
+    settings, collector = await open_run(kafka_broker, tmp_path)
     log = tmp_path / "worker.log"
 
     worker = await start_with_catalog(settings, items, log, workers)
@@ -201,13 +206,10 @@ async def test_broker_restart_under_load(
 ) -> None:
     items, all_events = movielens
     events = all_events[:8_000]
-    settings = make_settings(kafka_broker, tmp_path)
-    await create_app_topics(settings)
-    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
+    settings, collector = await open_run(kafka_broker, tmp_path)
     worker = await start_with_catalog(settings, items, tmp_path / "worker.log", workers)
     try:
         await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
-        await collector.start()
         await wait_lists(collector, 1_000, 300)
         # The broker goes away while the worker has a backlog, and comes back on the same ports.
         await asyncio.to_thread(kafka_broker.stop)
@@ -226,19 +228,7 @@ async def test_broker_restart_under_load(
 @pytest.fixture
 def own_triton(tmp_path: Path) -> Iterator[TritonServer]:
     """A Triton of this test's own, since the test stops it."""
-    grpc_port, http_port, metrics_port = free_ports(3)
-    server = TritonServer(
-        home=tmp_path / "triton",
-        model_repository=export_model_repository(tmp_path / "model_repository"),
-        grpc_port=grpc_port,
-        http_port=http_port,
-        metrics_port=metrics_port,
-    )
-    server.start(timeout_s=180)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_triton(tmp_path / "triton")
 
 
 def scrape(settings: Settings, name: str) -> float:
@@ -262,10 +252,7 @@ async def test_encoder_outage(
     old, new = items[:200], items[200:]
     old_ids = {it.item_id for it in old}
     events = [e for e in all_events if e.item_id in old_ids][:3_000]
-    settings = make_settings(kafka_broker, tmp_path, encoder="triton", triton_url=own_triton.url)
-    await create_app_topics(settings)
-    collector = RecommendationCollector(settings.kafka_bootstrap, settings.topic_recommendations)
-    await collector.start()
+    settings, collector = await open_run(kafka_broker, tmp_path, encoder="triton", triton_url=own_triton.url)
     worker = await start_with_catalog(settings, old, tmp_path / "worker.log", workers)
     try:
         await asyncio.to_thread(own_triton.stop)
@@ -312,12 +299,9 @@ async def test_exactly_once_sigkill_no_duplicates(
     """With Kafka transactions, a reader of committed data sees exactly one list per event across a SIGKILL."""
     items, all_events = movielens
     events = all_events[:6_000]
-    settings = make_settings(kafka_broker, tmp_path, processing_guarantee="exactly_once")
-    await create_app_topics(settings)
-    collector = RecommendationCollector(
-        settings.kafka_bootstrap, settings.topic_recommendations, isolation_level="read_committed"
+    settings, collector = await open_run(
+        kafka_broker, tmp_path, isolation_level="read_committed", processing_guarantee="exactly_once"
     )
-    await collector.start()
     log = tmp_path / "worker.log"
     worker = await start_with_catalog(settings, items, log, workers)
     try:

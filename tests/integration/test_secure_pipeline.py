@@ -15,7 +15,6 @@ import re
 import secrets
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pydantic import SecretStr
 from encoders import TritonEncoder
 from streams.app.worker import vectors_topic_name
 from streams.contracts import DeadLetter, Recommendation
-from streams.harness import RecommendationCollector, WorkerProcess, produce
+from streams.harness import RecommendationCollector, WorkerProcess, produce, run_names
 from streams.harness.hostile import Hostile, hostile_corpus, valid_catalog, valid_events
 from streams.harness.worker_process import settings_env
 from streams.local.kafka import KafkaBroker, SaslSsl, acreate_topics, ensure_jars
@@ -126,16 +125,11 @@ async def run(
     (credentials / "ca.crt").write_bytes(ca.cert.read_bytes())
     (credentials / "username").write_text(APP_USER + "\n")
     (credentials / "password").write_text(app_password + "\n")
-    tag = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_bootstrap=secure_broker.bootstrap,
         kafka_security_protocol="SASL_SSL",
         kafka_credentials_dir=credentials,
-        app_id=f"streamrec-secure-{tag}",
-        topic_items=f"s{tag}-items",
-        topic_events=f"s{tag}-events",
-        topic_recommendations=f"s{tag}-recs",
-        topic_dead_letter=f"s{tag}-dlq",
+        **run_names("secure"),
         partitions=2,
         session_timeout_s=6.0,
         encoder="triton",
