@@ -7,11 +7,12 @@ from pathlib import Path
 
 import typer
 
-from streams.cli import kafka, triton
+from streams.cli import evaluate, kafka, triton
 
 app = typer.Typer(help="streamrec: real-time diversified recommendations on Kafka.", no_args_is_help=True)
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(triton.app, name="triton")
+app.command()(evaluate.evaluate)
 
 
 @app.command()

@@ -28,9 +28,9 @@ import numpy.typing as npt
 from streams.contracts import RecommendedItem
 from streams.feedback import Reward
 from streams.interest.multi import MultiInterestState
+from streams.policies import Policy
 from streams.recommender import Recommender, _Pending, event_rng, make_interest
 from streams.rerank import TopK
-from streams.policies import Policy
 from streams.retrieval import Catalog
 from streams.retrieval.mf import OnlineMF
 from streams.settings import Settings

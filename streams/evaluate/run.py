@@ -84,9 +84,12 @@ class Evaluation:
     def catalog(self) -> Catalog:
         return build_catalog(self.items, self.vectors, self.settings)
 
-    def offline(self, name: str, catalog: Catalog, advance: Callable[[int], None]) -> Iterator[tuple[Event, Recommendation]]:
+    def offline(
+        self, name: str, catalog: Catalog, advance: Callable[[int], None]
+    ) -> Iterator[tuple[Event, Recommendation]]:
         """The lists the system publishes when driven in-process, as the worker drives it."""
-        return replay(make_system(name, self.settings, catalog), self.events, self.settings.batch_size, on_batch=advance)
+        system = make_system(name, self.settings, catalog)
+        return replay(system, self.events, self.settings.batch_size, on_batch=advance)
 
     def score(
         self, name: str, source: Source, advance: Callable[[int], None], dump: IO[str] | None = None
@@ -111,11 +114,11 @@ def prepare(
     """Load the data, draw the user sample, embed (or read the cached vectors of) the catalog."""
     data = load_dataset(dataset)
     events = sample_users(data.events, sample, seed)
-    task = progress.add_task("embedding catalog", total=len(data.items)) if progress else None
-    vectors = catalog_vectors(
-        data.items, settings.cache_dir, on_progress=(lambda n: progress.advance(task, n)) if progress and task is not None else None
-    )
-    if progress is not None and task is not None:
+    if progress is None:
+        vectors = catalog_vectors(data.items, settings.cache_dir)
+    else:
+        task = progress.add_task("embedding catalog", total=len(data.items))
+        vectors = catalog_vectors(data.items, settings.cache_dir, on_progress=lambda n: progress.advance(task, n))
         progress.update(task, completed=len(data.items))
     protocol = {
         "kind": "prequential, event-time order, test then learn",
@@ -154,6 +157,8 @@ def run_evaluation(
     results: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     last: Prequential | None = None
+    if dump_path is not None:
+        dump_path.parent.mkdir(parents=True, exist_ok=True)
     with dump_path.open("w") if dump_path is not None else nullcontext() as dump:
         for name in names:
             task = progress.add_task(name, total=len(ev.events)) if progress is not None else None
