@@ -31,6 +31,7 @@ def evaluate(
     from streams.settings import Settings
 
     threadpool_limits(1)  # as the worker: one BLAS thread, so both modes compute alike
+    env = environment()  # the commit measured is the one the run starts from
     base = Settings()
     settings = base.model_copy(update={"batch_size": batch_size})
     started = time.perf_counter()
@@ -48,7 +49,6 @@ def evaluate(
             sources = kafka_sources(ev, names)
         result, seconds = run_evaluation(ev, names, progress, Path(dump_recs) if dump_recs else None, sources)
     elapsed = time.perf_counter() - started
-    env = environment()
     command = "streamrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (
         f"# Replay evaluation: {dataset}\n\n"
@@ -58,6 +58,7 @@ def evaluate(
         f"{elapsed / 60:.1f} min on {env['cores']} cores at commit `{env['commit']}` ({env['date'][:10]}). "
         "Protocol: docs/evaluation.md."
     )
-    write_outputs(Path(out), result, seconds, settings, header)
-    typer.echo((Path(out) / "results.md").read_text())
-    typer.echo(f"written to {out}/ (metrics.json, results.md, pareto.png) in {elapsed / 60:.1f} min")
+    folder = Path(out)
+    write_outputs(folder, result, seconds, settings, header)
+    typer.echo((folder / "results.md").read_text())
+    typer.echo(f"written to {folder}/ (metrics.json, results.md, pareto.png) in {elapsed / 60:.1f} min")
