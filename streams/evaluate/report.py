@@ -144,7 +144,8 @@ def pareto_plot(table: Table, settings: Settings, path: Path) -> None:
     ax.set_ylabel("NDCG@10 (next 5 positives)")
     ax.set_title("Relevance against diversity (curves: reranker parameter sweeps; squares: baselines)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no curve when no swept reranker ran
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
