@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,29 @@ def test_system_names_and_sweeps() -> None:
         system_names(["nope"])
     s = Settings()
     assert make_system("mmr@0.3", s, build_catalog(*small_world(), s)).policies["mmr"].reranker.lambda_ == 0.3  # type: ignore[attr-defined]
+
+
+class CountingEncoder:
+    """Stands in for LocalEncoder: a vector per text from its length, and a count of the texts embedded."""
+
+    model_path, max_length, dim = "fake", 8, 2
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    async def encode(self, texts: list[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return np.array([[len(t), 1.0] for t in texts], np.float32)
+
+
+def test_catalog_vectors_are_cached_by_texts_and_encoder(tmp_path: Path) -> None:
+    from streams.evaluate import catalog_vectors
+
+    items, _ = small_world(n_items=5)
+    enc = CountingEncoder()
+    first = catalog_vectors(items, tmp_path, enc)  # type: ignore[arg-type]
+    again = catalog_vectors(items, tmp_path, enc)  # type: ignore[arg-type]
+    assert enc.embedded == 5 and np.array_equal(first, again), "the second call reads the cache"
+    renamed = [items[0].model_copy(update={"title": "Another title"}), *items[1:]]
+    catalog_vectors(renamed, tmp_path, enc)  # type: ignore[arg-type]
+    assert enc.embedded == 10, "a changed text is a new cache entry, never a stale hit"
