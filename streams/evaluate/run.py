@@ -97,7 +97,7 @@ class Evaluation:
         catalog = self.catalog()
         genres = {it.item_id: it.categories for it in self.items}
         rows = {it.item_id: i for i, it in enumerate(self.items)}
-        metrics = RunMetrics(rows, self.vectors, [frozenset(it.categories) for it in self.items], k=self.settings.k)
+        metrics = RunMetrics(rows, self.vectors, [frozenset(it.categories) for it in self.items])  # @10 whatever K
         preq = Prequential(self.events, genres, name)
         for event, published in source(name, catalog, advance):
             scored = preq.feed(event, published)

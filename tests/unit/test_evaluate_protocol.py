@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
@@ -175,3 +176,22 @@ def test_catalog_vectors_are_cached_by_texts_and_encoder(tmp_path: Path) -> None
     renamed = [items[0].model_copy(update={"title": "Another title"}), *items[1:]]
     catalog_vectors(renamed, tmp_path, enc)  # type: ignore[arg-type]
     assert enc.embedded == 10, "a changed text is a new cache entry, never a stale hit"
+
+
+def test_dumped_lists_recompute_the_reported_ranking_metrics(tmp_path: Path) -> None:
+    from streams.evaluate import Evaluation, run_evaluation
+    from streams.evaluate.metrics import hit_rate, ndcg
+
+    items, vectors = small_world()
+    events = stream(items, n=240)
+    ev = Evaluation("small", items, events, Settings(k=5, batch_size=20), vectors)
+    dump = tmp_path / "recs.jsonl"
+    result, seconds = run_evaluation(ev, ["popular", "relevance"], dump_path=dump)
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert {line["policy"] for line in lines} == {"popular", "relevance"} and set(seconds) == {"popular", "relevance"}
+    assert set(lines[0]) == {"user_id", "event_id", "ts", "policy", "items", "targets"}
+    for name, metrics in result["policies"].items():
+        mine = [line for line in lines if line["policy"] == name]
+        assert len(mine) == result["protocol"]["lists_scored"] > 50
+        assert metrics["hr@10"] == pytest.approx(np.mean([hit_rate(x["items"], set(x["targets"])) for x in mine]))
+        assert metrics["ndcg@10"] == pytest.approx(np.mean([ndcg(x["items"], set(x["targets"])) for x in mine]))
