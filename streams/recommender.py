@@ -296,8 +296,7 @@ class Recommender:
     def _explore(self, p: _Pending, exploit: list[RecommendedItem], seen: Rows) -> list[RecommendedItem]:
         if p.policy.explore_share <= 0:
             return exploit
-        # Seeded by the event, so a replay explores the same way.
-        rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(p.event.event_id.encode(), digest_size=8).digest()))
+        rng = event_rng(p.event.event_id)
         n = len(self.catalog)
         # Draw with replacement and drop repeats: a full permutation of the catalog per list is slow.
         draw = rng.integers(n, size=2 * (self.mix.explore_pool + len(seen) + self.k))
@@ -358,6 +357,22 @@ def make_index(settings: Settings, dim: int) -> VectorIndex:
     return HnswIndex(dim) if settings.index == "hnsw" else ExactIndex(dim)
 
 
+def event_rng(event_id: str) -> np.random.Generator:
+    """A generator seeded by the event, so a replay of the same events draws the same numbers.
+
+    >>> int(event_rng("ev-1").integers(1000)) == int(event_rng("ev-1").integers(1000))
+    True
+    """
+    return np.random.default_rng(int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest()))
+
+
+def make_interest(settings: Settings, dim: int) -> MultiInterest:
+    """The per-user interest model the settings describe."""
+    return MultiInterest(
+        dim, max_interests=settings.interests, half_life=settings.interest_half_life, history_size=settings.history_size
+    )
+
+
 def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
     policies = {
         name: make_policy(
@@ -374,12 +389,7 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
     )
     return Recommender(
         catalog=catalog,
-        interest=MultiInterest(
-            catalog.dim,
-            max_interests=settings.interests,
-            half_life=settings.interest_half_life,
-            history_size=settings.history_size,
-        ),
+        interest=make_interest(settings, catalog.dim),
         policies=policies,
         split=parse_split(settings.ab_split or settings.policy),
         salt=settings.ab_salt,

@@ -23,7 +23,6 @@ shared machine.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.app.worker import vectors_topic_name
+from streams.app.worker import b64_vector, vectors_topic_name
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
 from streams.contracts import EmbeddedItem, Event, Recommendation
@@ -238,7 +237,7 @@ async def _run(
     probe_topic = f"{prefix}-probe"
     await create_app_topics(settings, probe_topic, *sinks.values())
     embedded = [
-        EmbeddedItem(item=item, vector_b64=base64.b64encode(vec.astype("<f4").tobytes()).decode())
+        EmbeddedItem(item=item, vector_b64=b64_vector(vec))
         for item, vec in zip(catalog.data.items, catalog.vectors, strict=True)
     ]
     await produce(bootstrap, vectors_topic_name(settings), ((e.item.item_id, e) for e in embedded))

@@ -6,12 +6,13 @@ import logging
 
 import typer
 
-from streams.cli import bench, kafka, triton
+from streams.cli import bench, evaluate, kafka, triton
 
 app = typer.Typer(help="streamrec: real-time diversified recommendations on Kafka.", no_args_is_help=True)
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(triton.app, name="triton")
 app.add_typer(bench.app, name="bench")
+app.command()(evaluate.evaluate)
 
 
 @app.command()

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 CORE = ["streams.contracts", "streams.interest", "streams.retrieval", "streams.rerank", "streams.recommender",
+        "streams.evaluate", "streams.evaluate.run", "streams.evaluate.report", "streams.cli.evaluate",
         "streams.explore", "streams.feedback", "streams.bench.rerank", "streams.demo.movielens", "encoders"]
 
 

@@ -1,0 +1,104 @@
+"""``--through-kafka``: the same replay through local Kafka and a real ``streamrec worker`` process.
+
+Per policy: fresh topics with one partition (one global order, the order of the offline replay),
+the catalog's cached vectors written to ``<items>-vectors`` as the items agent writes them (so
+the worker holds the very vectors the offline mode uses, with no re-embedding), a worker started
+with the policy's settings through its environment, every event produced keyed by user, and every
+list consumed from the recommendations topic. Baselines are not part of the streaming app and are
+always replayed in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.app.worker import b64_vector, vectors_topic_name
+from streams.contracts import EmbeddedItem, Event, Item, Recommendation
+from streams.demo.run import local_kafka
+from streams.evaluate.baselines import BASELINES
+from streams.evaluate.run import Evaluation, Source, policy_settings
+from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
+from streams.local.kafka import free_port
+from streams.retrieval import Catalog
+from streams.settings import Settings
+
+
+def run_settings(settings: Settings) -> Settings:
+    """``settings`` on fresh, single-partition topics and a fresh consumer group, table and port."""
+    names = run_names("eval")
+    return settings.model_copy(
+        update={
+            **names,
+            "partitions": 1,
+            "encoder": "local",  # never asked: the vectors are in the topic already
+            "web_port": free_port(),
+            "data_dir": settings.cache_dir / "evaluate" / "worker" / names["app_id"],
+        }
+    )
+
+
+async def published_through_kafka(
+    settings: Settings,
+    items: Sequence[Item],
+    vectors: npt.NDArray[np.float32],
+    events: Sequence[Event],
+    advance: Callable[[int], None] | None = None,
+    timeout_s: float | None = None,
+) -> list[Recommendation]:
+    """Every list a real worker with ``settings`` publishes for ``events``, in event order.
+
+    ``settings`` should come from :func:`run_settings` (one partition, fresh topics).
+    """
+    s = settings
+    await create_app_topics(s)
+    embedded = (
+        (it.item_id, EmbeddedItem(item=it, vector_b64=b64_vector(vec)))
+        for it, vec in zip(items, vectors, strict=True)
+    )
+    await produce(s.kafka_bootstrap, vectors_topic_name(s), embedded)
+    collector = RecommendationCollector(s.kafka_bootstrap, s.topic_recommendations)
+    await collector.start()
+    try:
+        with WorkerProcess(s, s.data_dir / "worker.log") as worker:
+            await asyncio.to_thread(
+                worker.wait_until, lambda st: st["catalog_ready"] and st["items"] >= len(items), 300, "catalog loaded"
+            )
+            await produce(s.kafka_bootstrap, s.topic_events, ((e.user_id, e) for e in events))
+            loop = asyncio.get_running_loop()
+            timeout_s = timeout_s or 120.0 + 0.1 * len(events)  # generous: the machine may be shared
+            deadline = loop.time() + timeout_s
+            done = 0
+            while len(collector.received) < len(events):
+                if worker.proc is not None and worker.proc.poll() is not None:
+                    raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+                if loop.time() > deadline:
+                    raise TimeoutError(f"{len(collector.received)} of {len(events)} lists after {timeout_s:.0f} s")
+                if advance is not None and len(collector.received) > done:
+                    advance(len(collector.received) - done)
+                    done = len(collector.received)
+                await asyncio.sleep(0.2)
+            if advance is not None:
+                advance(len(events) - done)
+    finally:
+        await collector.stop()
+    by_event = {rec.event_id: rec for _, rec in collector.received}
+    return [by_event[e.event_id] for e in events]
+
+
+def _through_kafka(
+    ev: Evaluation, name: str, catalog: Catalog, advance: Callable[[int], None]
+) -> Iterable[tuple[Event, Recommendation]]:
+    settings = run_settings(policy_settings(name, ev.settings))
+    with local_kafka(settings):
+        recs = asyncio.run(published_through_kafka(settings, ev.items, ev.vectors, ev.events, advance))
+    return zip(ev.events, recs, strict=True)
+
+
+def kafka_sources(ev: Evaluation, names: Iterable[str]) -> dict[str, Source]:
+    """Where ``run_evaluation`` takes each policy's lists from in ``--through-kafka`` mode."""
+    return {name: functools.partial(_through_kafka, ev) for name in names if name not in BASELINES}
