@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.app.observability import FAUST_PREFIX, consumer_lag
-from streams.harness import WorkerProcess, produce
+from streams.harness import WorkerProcess, create_app_topics, produce
 from streams.local.kafka import KafkaBroker, acreate_topics
 from streams.local.prometheus import PrometheusServer, find_binary
 from streams.local.triton import TritonServer
@@ -30,7 +30,7 @@ from streams.metrics import metrics_url
 from streams.settings import Settings
 from tests.integration.conftest_kafka import free_ports
 from tests.integration.promql import JOB, RULES, SCRAPE_CONFIG, SYNTHETIC, dashboard_exprs, metric_names, rule_exprs
-from tests.integration.test_pipeline import catalog, click, create_topics, event_stream
+from tests.integration.test_pipeline import catalog, click, event_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -88,7 +88,7 @@ async def scraped(
         kafka_bootstrap=kafka_broker.bootstrap, app_id=f"streamrec-obs-{run}", encoder="triton",
         triton_url=triton_server.url, web_port=worker_port, data_dir=tmp / "worker", **topics,
     )
-    await create_topics(settings)
+    await create_app_topics(settings)
     config = scrape_config(SCRAPE_CONFIG, f"{settings.web_host}:{worker_port}", RULES, tmp / "prometheus.yml")
     prometheus = PrometheusServer(home=tmp / "prometheus", config=config, port=prometheus_port)
     items, events = catalog(), event_stream()
