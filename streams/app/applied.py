@@ -17,6 +17,7 @@ of one user always come from one partition (they are keyed by user id), so one o
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Mapping
 
 _OFFSET = struct.Struct("<q")
 
@@ -31,3 +32,27 @@ def unstamp(value: bytes | None) -> tuple[int, bytes | None]:
     if value is None:
         return -1, None
     return _OFFSET.unpack_from(value)[0], value[_OFFSET.size :]
+
+
+class Unstamped(Mapping[bytes, bytes]):
+    """A read-only view of a stamped table that yields the states alone (what the recommender reads).
+
+    >>> view = Unstamped({b"u1": stamp(7, b"state")})
+    >>> view[b"u1"], view.get(b"u2"), len(view)
+    (b'state', None, 1)
+    """
+
+    def __init__(self, table: Mapping[bytes, bytes]) -> None:
+        self._table = table
+
+    def __getitem__(self, key: bytes) -> bytes:
+        state = unstamp(self._table.get(key))[1]
+        if state is None:
+            raise KeyError(key)
+        return state
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)

@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections import ChainMap
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -30,7 +30,7 @@ from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 
 from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonEncoder
-from streams.app.applied import stamp, unstamp
+from streams.app.applied import Unstamped, stamp, unstamp
 from streams.app.observability import serve_metrics
 from streams.contracts import (
     DeadLetter,
@@ -260,7 +260,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
         dead: list[tuple[bytes | None, bytes]] = []
         last_offset: dict[bytes, int] = {}  # per user: the newest event of this batch
-        states: dict[bytes, bytes] = {}  # per user: the state before this batch, offset stripped
         replayed = 0
         for ev in batch:
             try:
@@ -270,10 +269,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 continue
             key, offset = cast(bytes, ev.message.key), ev.message.offset
             if key not in last_offset:
-                applied, state = unstamp(users.get(key))
-                last_offset[key] = applied
-                if state is not None:
-                    states[key] = state
+                last_offset[key] = unstamp(users.get(key))[0]
             if offset <= last_offset[key]:
                 replayed += 1  # applied (and its list delivered) before a restart
                 continue
@@ -286,12 +282,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
         recs: list[Recommendation] = []
         # The recommender's work is CPU-bound: run it off the event loop, which meanwhile keeps
         # fetching, heartbeating and sending. Writes collect in `written`; the table (whose
-        # changelog producer belongs to the loop) is written back on the loop.
+        # changelog producer belongs to the loop) is written back on the loop. Reads fall through
+        # to the whole table: learning from expired impressions reads other users' states too.
         written: dict[bytes, bytes] = {}
         if good:
             try:
                 async with loader.lock:
-                    recs = await asyncio.to_thread(recommender.process, good, ChainMap(written, states))
+                    # ChainMap writes to its first map only, so the read-only view is safe behind it.
+                    store = ChainMap(written, cast(MutableMapping[bytes, bytes], Unstamped(users)))
+                    recs = await asyncio.to_thread(recommender.process, good, store)
             except Exception as exc:  # a bug must not drop the batch: its events go to the DLQ instead
                 log.exception("recommender failed on a batch of %d events", len(good))
                 error = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
