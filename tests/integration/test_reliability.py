@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -267,8 +268,8 @@ async def test_encoder_outage(
         await asyncio.to_thread(own_triton.start, 180)
         # After it returns the new items are embedded (retried, not dropped) and get recommended.
         await wait_status(worker, lambda st: st["items"] == len(items), 240, "new items embedded")
-        late = [
-            Event(event_id=f"late-{i}", user_id=f"late-{i}", item_id=it.item_id, type=EventType.CLICK, ts=2e9)
+        late = [  # now: an event from the future would be refused (future_ts)
+            Event(event_id=f"late-{i}", user_id=f"late-{i}", item_id=it.item_id, type=EventType.CLICK, ts=time.time())
             for i, it in enumerate(new[:20])
         ]
         await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in late))
