@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections import ChainMap
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Coroutine, MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -231,26 +231,30 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     app.task(load_catalog)
 
+    async def embed_batch(batch: Sequence[EventT[bytes]]) -> None:
+        """One batch of items: embedded (retried until the encoder answers) and delivered."""
+        good: list[Item] = []
+        dead: list[tuple[bytes | None, bytes]] = []
+        for ev in batch:
+            try:
+                good.append(decode_item(ev.value))
+            except DecodeError as err:
+                dead.append(dead_letter(ev, err))
+        await deliver(dlq_topic, dead)
+        if good:
+            vectors = await encode_with_retry(encoder(), [it.embedding_text() for it in good])
+            await deliver(
+                vectors_topic,
+                [
+                    (item.item_id.encode(), encode(EmbeddedItem(item=item, vector_b64=b64_vector(vec))))
+                    for item, vec in zip(good, vectors, strict=True)
+                ],
+            )
+
     @app.agent(items_topic)
     async def embed_items(stream: StreamT[bytes]) -> None:
         async for batch in cast(Stream[bytes], stream).take_events(s.encoder_batch_size, within=s.batch_timeout_s):
-            good: list[Item] = []
-            dead: list[tuple[bytes | None, bytes]] = []
-            for ev in batch:
-                try:
-                    good.append(decode_item(ev.value))
-                except DecodeError as err:
-                    dead.append(dead_letter(ev, err))
-            await deliver(dlq_topic, dead)
-            if good:
-                vectors = await encode_with_retry(encoder(), [it.embedding_text() for it in good])
-                await deliver(
-                    vectors_topic,
-                    [
-                        (item.item_id.encode(), encode(EmbeddedItem(item=item, vector_b64=b64_vector(vec))))
-                        for item, vec in zip(good, vectors, strict=True)
-                    ],
-                )
+            await finish_before_stop(embed_batch(batch))
 
     async def recommend_batch(batch: Sequence[EventT[bytes]]) -> None:
         """One micro-batch: lists delivered first, then the user states stamped with their offsets."""
@@ -308,14 +312,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.agent(events_topic)
     async def recommend(stream: StreamT[bytes]) -> None:
         async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
-            # take_events acks the batch however the body is left, so a stop (SIGTERM, rebalance)
-            # must not cancel a batch half done: it is finished first, then the stop goes on.
-            work = asyncio.ensure_future(recommend_batch(batch))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                await work
-                raise
+            await finish_before_stop(recommend_batch(batch))
 
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -334,6 +331,21 @@ def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
     if event.item_id not in catalog:
         raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
     return event
+
+
+async def finish_before_stop(batch_work: Coroutine[Any, Any, None]) -> None:
+    """Run one batch's work to its end even if the agent is cancelled meanwhile, then let the stop go on.
+
+    take_events acks a batch however the agent's body is left, and acked offsets get committed, so
+    a stop (SIGTERM, rebalance) must not cancel a batch half done. A stop during an encoder outage
+    therefore waits for the encoder (or the orchestrator's SIGKILL, which commits nothing).
+    """
+    work = asyncio.ensure_future(batch_work)
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await work
+        raise
 
 
 def b64_vector(vec: np.ndarray) -> str:
