@@ -189,7 +189,7 @@ async def test_sigkill_loses_nothing(
 
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent, 2 runs in 4: after a SIGTERM and restart, tens to hundreds of consecutive events of one "
+    reason="intermittent (1 clean run in 4 here): after a SIGTERM and restart, 252 consecutive events of one "
     "partition, right after the last one the stopped worker listed, were never processed (no list, no state, "
     "no dead letter); Faust's take_events acks on cancellation, cause not pinned yet",
 )
