@@ -173,41 +173,41 @@ async def run_with_restart(
     assert all(offset >= 0 for offset, _ in got.values())
 
 
-async def test_sigkill_loses_nothing(
-    kafka_broker: KafkaBroker,
-    tmp_path: Path,
-    movielens: tuple[list[Item], list[Event]],
-    workers: list[WorkerProcess],
-) -> None:
-    """SIGKILL in the middle of 20,000 events: nothing gets to finish or commit, nothing is lost."""
-    items, all_events = movielens
-    settings, collector = await open_run(kafka_broker, tmp_path)
-    await run_with_restart(
-        settings, collector, items, all_events[:20_000], tmp_path / "worker.log", workers, kill, after=8_000
-    )
+def terminate(worker: WorkerProcess) -> None:
+    """SIGTERM: the batch in hand is finished and what is done is committed before a clean exit."""
+    assert worker.stop(timeout_s=60) == 0, worker.log_tail()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (1 clean run in 4 here): after a SIGTERM and restart, 252 consecutive events of one "
-    "partition, right after the last one the stopped worker listed, were never processed (no list, no state, "
-    "no dead letter); Faust's take_events acks on cancellation, cause not pinned yet",
+@pytest.mark.parametrize(
+    ("stop", "after"),
+    [
+        pytest.param(kill, 8_000, id="sigkill"),
+        pytest.param(
+            terminate,
+            3_000,
+            id="sigterm",
+            marks=pytest.mark.xfail(
+                strict=False,
+                reason="intermittent (1 clean run in 4 here): after a SIGTERM and restart, 252 consecutive events "
+                "of one partition, right after the last one the stopped worker listed, were never processed (no "
+                "list, no state, no dead letter); Faust's take_events acks on cancellation, cause not pinned yet",
+            ),
+        ),
+    ],
 )
-async def test_sigterm_loses_nothing(
+async def test_stop_and_restart_lose_nothing(
     kafka_broker: KafkaBroker,
     tmp_path: Path,
     movielens: tuple[list[Item], list[Event]],
     workers: list[WorkerProcess],
+    stop: Callable[[WorkerProcess], None],
+    after: int,
 ) -> None:
-    """SIGTERM: the batch in hand is finished and what is done is committed; the restart picks up the rest."""
+    """A worker stopped in the middle of 20,000 events and restarted: nothing is lost."""
     items, all_events = movielens
     settings, collector = await open_run(kafka_broker, tmp_path)
-
-    def terminate(worker: WorkerProcess) -> None:
-        assert worker.stop(timeout_s=60) == 0, worker.log_tail()
-
     await run_with_restart(
-        settings, collector, items, all_events[:20_000], tmp_path / "worker.log", workers, terminate, after=3_000
+        settings, collector, items, all_events[:20_000], tmp_path / "worker.log", workers, stop, after=after
     )
 
 
