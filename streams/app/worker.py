@@ -19,19 +19,19 @@ import functools
 import logging
 import time
 from collections import ChainMap
-from collections.abc import Coroutine, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 from faust.web import Request, Response, View
 
 from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonEncoder
 from streams.app.applied import Unstamped, stamp, unstamp
 from streams.app.observability import serve_metrics
+from streams.app.offsets import Input, Record
 from streams.contracts import (
     DeadLetter,
     DecodeError,
@@ -159,7 +159,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=max(s.session_timeout_s / 10, 0.5),
         consumer_auto_offset_reset="earliest",
-        processing_guarantee=s.processing_guarantee,
         stream_wait_empty=False,
         # Lists are ~1 KB: batches of up to 1 MB per partition, lingering 2 ms, keep the producer's
         # requests few without holding a list back noticeably.
@@ -173,9 +172,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw
         )
 
-    items_topic = raw_topic(s.topic_items, compacting=True, partitions=s.partitions)
+    # The agents' input topics do not ack: each Input commits what was handled (see streams.app.offsets).
+    items_topic = raw_topic(s.topic_items, compacting=True, partitions=s.partitions, acks=False)
     vectors_topic = raw_topic(vectors_topic_name(s), compacting=True, partitions=s.partitions)
-    events_topic = raw_topic(s.topic_events, partitions=s.partitions)
+    events_topic = raw_topic(s.topic_events, partitions=s.partitions, acks=False)
     recs_topic = raw_topic(s.topic_recommendations, partitions=s.partitions)
     dlq_topic = raw_topic(s.topic_dead_letter, partitions=s.partitions)
 
@@ -207,9 +207,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     def encoder() -> Encoder:  # created on first use, inside the worker's event loop
         return InstrumentedEncoder(make_encoder(s), metrics, s.encoder)
 
-    def dead_letter(event: EventT[bytes], error: DecodeError) -> tuple[bytes | None, bytes]:
-        """The dead-letter message for ``event`` (sent with :func:`deliver`, with the batch's lists)."""
-        msg = event.message
+    def dead_letter(msg: Record, error: DecodeError) -> tuple[bytes | None, bytes]:
+        """The dead-letter message for ``msg`` (sent with :func:`deliver`, with the batch's lists)."""
         record = DeadLetter(
             topic=msg.topic,
             partition=msg.partition,
@@ -231,7 +230,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     app.task(load_catalog)
 
-    async def embed_batch(batch: Sequence[EventT[bytes]]) -> None:
+    async def embed_batch(batch: Sequence[Record]) -> None:
         """One batch of items: embedded (retried until the encoder answers) and delivered."""
         good: list[Item] = []
         dead: list[tuple[bytes | None, bytes]] = []
@@ -251,16 +250,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 ],
             )
 
+    items_input = Input(app, kafka, embed_batch, app.conf.broker_commit_interval, metrics.input_holes_read)
+
     @app.agent(items_topic)
     async def embed_items(stream: StreamT[bytes]) -> None:
-        async for batch in cast(Stream[bytes], stream).take_events(s.encoder_batch_size, within=s.batch_timeout_s):
-            await finish_before_stop(embed_batch(batch))
+        await items_input.run(stream, s.encoder_batch_size, s.batch_timeout_s)
 
-    async def recommend_batch(batch: Sequence[EventT[bytes]]) -> None:
+    async def recommend_batch(batch: Sequence[Record]) -> None:
         """One micro-batch: lists delivered first, then the user states stamped with their offsets."""
         await loader.ready.wait()
         good: list[tuple[bytes, Event]] = []
-        taken: list[EventT[bytes]] = []  # the messages of `good`
+        taken: list[Record] = []  # the messages of `good`
         produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
         dead: list[tuple[bytes | None, bytes]] = []
         last_offset: dict[bytes, int] = {}  # per user: the newest event of this batch
@@ -271,7 +271,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             except DecodeError as err:
                 dead.append(dead_letter(ev, err))
                 continue
-            key, offset = cast(bytes, ev.message.key), ev.message.offset
+            key, offset = cast(bytes, ev.key), ev.offset
             if key not in last_offset:
                 last_offset[key] = unstamp(users.get(key))[0]
             if offset <= last_offset[key]:
@@ -280,7 +280,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             last_offset[key] = offset
             good.append((key, event))
             taken.append(ev)
-            produced_at.append(ev.message.timestamp)
+            produced_at.append(ev.timestamp)
         if replayed:
             metrics.events_replayed(replayed)
         recs: list[Recommendation] = []
@@ -300,19 +300,30 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 error = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
                 dead.extend(dead_letter(ev, error) for ev in taken)
                 good, written = [], {}
-        # Lists and dead letters acknowledged by the broker first; only then is the state stamped
-        # with these offsets (see streams.app.applied), and only then may the offsets be committed.
+        # Lists and dead letters acknowledged by the broker first; then the states stamped with these
+        # offsets (see streams.app.applied), acknowledged too; only then may the offsets be committed.
+        # The changelog is written here rather than by `users[key] = ...`, which only queues it in
+        # Faust's producer buffer, where a commit right after the batch could overtake it.
         await deliver(dlq_topic, dead)
         await deliver(recs_topic, [(rec.user_id.encode(), encode(rec)) for rec in recs])
-        for key, value in written.items():
-            users[key] = stamp(last_offset[key], value)
+        states = [(key, stamp(last_offset[key], value)) for key, value in written.items()]
+        await deliver(users.changelog_topic, states)
+        for key, value in states:
+            users.data[key] = value
         if good:
             probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
 
+    events_input = Input(app, kafka, recommend_batch, app.conf.broker_commit_interval, metrics.input_holes_read)
+
     @app.agent(events_topic)
     async def recommend(stream: StreamT[bytes]) -> None:
-        async for batch in cast(Stream[bytes], stream).take_events(s.batch_size, within=s.batch_timeout_s):
-            await finish_before_stop(recommend_batch(batch))
+        await events_input.run(stream, s.batch_size, s.batch_timeout_s)
+
+    async def commit_handled() -> None:  # what the last batches before a quiet spell handled
+        for agent_input in (items_input, events_input):
+            await agent_input.commit()
+
+    app.timer(app.conf.broker_commit_interval)(commit_handled)
 
     class Status(View):
         async def get(self, request: Request) -> Response:
@@ -322,30 +333,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
-def parse_event(ev: EventT[bytes], catalog: Catalog) -> Event:
+def parse_event(msg: Record, catalog: Catalog) -> Event:
     """Decode an ``events`` message and check it can be used; :class:`DecodeError` otherwise."""
-    event = check_event_time(decode_event(ev.value))
-    if ev.message.key != event.user_id.encode():
+    event = check_event_time(decode_event(msg.value))
+    if msg.key != event.user_id.encode():
         # State is partitioned by user: an event keyed otherwise would land beside the wrong state.
         raise DecodeError("key_mismatch", "message key must be the event's user_id")
     if event.item_id not in catalog:
         raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
     return event
-
-
-async def finish_before_stop(batch_work: Coroutine[Any, Any, None]) -> None:
-    """Run one batch's work to its end even if the agent is cancelled meanwhile, then let the stop go on.
-
-    take_events acks a batch however the agent's body is left, and acked offsets get committed, so
-    a stop (SIGTERM, rebalance) must not cancel a batch half done. A stop during an encoder outage
-    therefore waits for the encoder (or the orchestrator's SIGKILL, which commits nothing).
-    """
-    work = asyncio.ensure_future(batch_work)
-    try:
-        await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await work
-        raise
 
 
 def b64_vector(vec: np.ndarray) -> str:

@@ -115,6 +115,11 @@ class Metrics:
             "streamrec_events_replayed_total",
             "Events read again after a restart whose effect was already in the user state (skipped, no second list)",
         )
+        self.holes_read = counter(
+            "streamrec_input_holes_read_total",
+            "Input records the Kafka client skipped and the worker read straight from the broker, by topic",
+            ["topic"],
+        )
         self.consumer_lag = gauge(
             "streamrec_consumer_lag_messages",
             "Events not yet committed by this worker's consumer group: end offset minus committed offset, "
@@ -163,6 +168,9 @@ class Metrics:
 
     def events_replayed(self, count: int) -> None:
         self.replayed.inc(count)
+
+    def input_holes_read(self, topic: str, count: int) -> None:
+        self.holes_read.labels(topic).inc(count)
 
     def list_produced(
         self, policy: str, arm: str, items: Sequence[RecommendedItem], embeddings: npt.NDArray[np.float32]

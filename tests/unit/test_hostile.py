@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
+from streams.app.offsets import Record
 from streams.app.worker import parse_event
 from streams.contracts import DecodeError, decode_item
 from streams.harness.hostile import hostile_corpus, valid_catalog, valid_events
@@ -18,7 +18,7 @@ NOW = time.time()  # future_ts is judged against the real clock
 def reason_of(role: str, key: bytes | None, value: bytes | None, known: Any) -> str:
     try:
         if role == "events":
-            parse_event(SimpleNamespace(value=value, message=SimpleNamespace(key=key)), known)  # type: ignore[arg-type]
+            parse_event(Record("events", 0, 0, key, value, 0.0), known)
         else:
             decode_item(value)
     except DecodeError as err:
