@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.policies import PolicyName
@@ -105,9 +105,19 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
     processing_guarantee: Guarantee = Field(
         default="at_least_once",
-        description="'at_least_once' (offsets committed after the lists are delivered) or 'exactly_once' (Faust's "
-        "Kafka transactions; experimental, see Guarantees)",
+        description="'at_least_once' (offsets committed after the lists are delivered); 'exactly_once' is "
+        "refused until it is built (see Guarantees)",
     )
+
+    @field_validator("processing_guarantee")
+    @classmethod
+    def _guarantee_available(cls, value: Guarantee) -> Guarantee:
+        if value == "exactly_once":
+            raise ValueError(
+                "exactly_once is not available: streamrec commits its own offsets, and Faust's transactions "
+                "let duplicates through (faust-streaming#517); use at_least_once and de-duplicate on event_id"
+            )
+        return value
 
     # --- Local real parts ------------------------------------------------------------
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")
