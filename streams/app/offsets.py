@@ -111,6 +111,7 @@ class Input:
         """
         try:
             async for events in cast(Stream[Any], stream).take_events(size, within=within_s):
+                self._report_in(events)
                 task = asyncio.ensure_future(self._handle([Record.of_event(ev) for ev in events]))
                 try:
                     await asyncio.shield(task)
@@ -121,6 +122,17 @@ class Input:
         finally:
             await self.commit(force=True)
             await self.stop()
+
+    def _report_in(self, events: Sequence[EventT[Any]]) -> None:
+        # Faust tells its sensors a message came in only on acking topics; it still tells them when
+        # the message is acked, so without this its per-topic counters stay empty and its gauge of
+        # active messages runs negative.
+        on_message_in = self.app.sensors.on_message_in
+        for event in events:
+            message = event.message
+            if not message.tracked:
+                message.tracked = True
+                on_message_in(message.tp, message.offset, message)
 
     async def _handle(self, batch: Sequence[Record]) -> None:
         batch = await self.complete(batch)
@@ -152,14 +164,18 @@ class Input:
             due = {tp: off for tp, off in self.next.items() if tp in assigned and off > self.committed.get(tp, -1)}
             if not due:
                 return
+            consumer = cast(Consumer, self.app.consumer)
+            sensor_state = self.app.sensors.on_commit_initiated(consumer)
             try:
                 # Consumer._commit commits the given offsets (commit() would commit acked ones).
-                done = await cast(Consumer, self.app.consumer)._commit(cast(Any, due))
+                done = await consumer._commit(cast(Any, due))
             except Exception as exc:  # the events are read again and skipped as replays: nothing lost
                 log.warning("offset commit failed (%s); the events after the last commit will be replayed", exc)
                 return
+            self.app.sensors.on_commit_completed(consumer, sensor_state)
             if done:
                 self.committed.update(due)
+                self.app.monitor.on_tp_commit(cast(Any, due))
 
     async def stop(self) -> None:
         if self._reader is not None:

@@ -178,6 +178,12 @@ def test_what_flowed_is_counted(scraped: Scraped) -> None:
     assert value("streamrec_item_index_size") == len(catalog())
     assert value("streamrec_encoder_batch_size_sum", encoder="triton") == len(catalog())
     assert value("streamrec_encoder_errors_total", encoder="triton") == 0
+    # Faust's sensor sees the input although it is committed by streams.app.offsets, not acked through Faust
+    produced = {scraped.settings.topic_events: lists + len(BAD), scraped.settings.topic_items: len(catalog())}
+    for topic, count in produced.items():
+        assert value("streamrec_faust_messages_received_per_topic_total", topic=topic) == count, topic
+        assert value("streamrec_faust_topic_partition_offset_commited", topic=topic) == count, topic
+    assert value("streamrec_faust_active_messages") >= 0
     # Faust's sensor is on the same endpoint, its latencies in milliseconds with millisecond buckets
     bounds = {s.labels["le"] for s in exported if s.name == "streamrec_faust_producer_send_latency_bucket"}
     assert {"5.0", "10000.0"} <= bounds
