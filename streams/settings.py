@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.policies import PolicyName
@@ -105,19 +105,15 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
     processing_guarantee: Guarantee = Field(
         default="at_least_once",
-        description="'at_least_once' (offsets committed after the lists are delivered); 'exactly_once' is "
-        "refused until it is built (see Guarantees)",
+        description="'at_least_once': offsets committed after the output is acknowledged (a crash may "
+        "repeat a batch); 'exactly_once': each input partition's output and offset in one Kafka "
+        "transaction (readers use read_committed)",
     )
 
-    @field_validator("processing_guarantee")
-    @classmethod
-    def _guarantee_available(cls, value: Guarantee) -> Guarantee:
-        if value == "exactly_once":
-            raise ValueError(
-                "exactly_once is not available: streamrec commits its own offsets, and Faust's transactions "
-                "let duplicates through (faust-streaming#517); use at_least_once and de-duplicate on event_id"
-            )
-        return value
+    @property
+    def isolation_level(self) -> str:
+        """How to read what the worker wrote: under exactly-once, aborted transactions are skipped."""
+        return "read_committed" if self.processing_guarantee == "exactly_once" else "read_uncommitted"
 
     # --- Local real parts ------------------------------------------------------------
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Kafka jars, broker data, model repo")

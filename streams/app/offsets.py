@@ -33,6 +33,7 @@ from faust.streams import Stream
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT
 
+from streams.app.output import Outbox, Output
 from streams.security import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,28 @@ class Record:
         return cls(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp / 1000.0)
 
 
-Work = Callable[[Sequence[Record]], Coroutine[Any, Any, None]]
+Work = Callable[[Sequence[Record]], Coroutine[Any, Any, Outbox]]
+
+
+def next_offsets(batch: Sequence[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the batch's last record.
+
+    >>> next_offsets([Record("t", 0, 7, None, None, 0.0), Record("t", 1, 2, None, None, 0.0)])
+    {TopicPartition(topic='t', partition=0): 8, TopicPartition(topic='t', partition=1): 3}
+    """
+    out: dict[TopicPartition, int] = {}
+    for rec in batch:
+        out[rec.tp] = max(out.get(rec.tp, 0), rec.offset + 1)
+    return out
 
 
 class Input:
-    """One agent's input topic: its micro-batches handled by ``work`` in offset order, holes filled, and
-    commits of what was handled.
+    """One agent's input topic: its micro-batches handled by ``work`` in offset order, holes filled, the
+    output published by ``output`` and the offsets of what was handled committed.
 
     :meth:`run` is the agent's body. A hole shows when the partition's next record arrives; one at
-    the very end of a partition waits for that next record.
+    the very end of a partition waits for that next record. Records before the next offset to
+    handle (delivered again after a rebalance or a hole was read) are skipped: they were handled.
     """
 
     def __init__(
@@ -79,6 +93,7 @@ class Input:
         app: faust.App,
         kafka: KafkaConnection,
         work: Work,
+        output: Output,
         commit_interval_s: float,
         on_hole: Callable[[str, int], None] = lambda topic, count: None,
     ) -> None:
@@ -86,6 +101,7 @@ class Input:
         self.on_hole = on_hole
         self.kafka = kafka
         self.work = work
+        self.output = output
         self.commit_interval_s = commit_interval_s
         self.next: dict[TopicPartition, int] = {}  # the next offset to handle
         self.committed: dict[TopicPartition, int] = {}
@@ -112,7 +128,8 @@ class Input:
         try:
             async for events in cast(Stream[Any], stream).take_events(size, within=within_s):
                 self._report_in(events)
-                task = asyncio.ensure_future(self._handle([Record.of_event(ev) for ev in events]))
+                generation = self.app.consumer_generation_id
+                task = asyncio.ensure_future(self._handle([Record.of_event(ev) for ev in events], generation))
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError:
@@ -134,11 +151,16 @@ class Input:
                 message.tracked = True
                 on_message_in(message.tp, message.offset, message)
 
-    async def _handle(self, batch: Sequence[Record]) -> None:
+    async def _handle(self, batch: Sequence[Record], generation: int) -> None:
         batch = await self.complete(batch)
-        await self.work(batch)
-        for rec in batch:
-            self.next[rec.tp] = max(self.next.get(rec.tp, 0), rec.offset + 1)
+        if not batch:
+            return
+        outbox = await self.work(batch)
+        offsets = next_offsets(batch)
+        done = await self.output.publish(outbox, offsets, generation)
+        outbox.published(done)
+        for tp in done:
+            self.next[tp] = max(self.next.get(tp, 0), offsets[tp])
 
     async def complete(self, batch: Sequence[Record]) -> list[Record]:
         """``batch`` with every hole before or inside it read from the broker, in offset order per partition."""
@@ -147,7 +169,10 @@ class Input:
         for rec in batch:
             tp = rec.tp
             if tp not in expected:
+                await self.output.ready(tp)
                 expected[tp] = await self._committed(tp)
+            if rec.offset < expected[tp]:
+                continue  # handled already
             if rec.offset > expected[tp]:
                 out.extend(await self._fill(tp, expected[tp], rec.offset))
             out.append(rec)
@@ -156,6 +181,8 @@ class Input:
 
     async def commit(self, *, force: bool = False) -> None:
         """Commit what was handled since the last commit: when the interval passed, or now if ``force``."""
+        if self.output.commits_offsets:
+            return
         if not force and time.monotonic() - self._last_commit < self.commit_interval_s:
             return
         async with self._commit_lock:
@@ -186,7 +213,10 @@ class Input:
         if self._reader is None:
             # The group's id, to read its committed offsets; it never joins (partitions are assigned).
             self._reader = AIOKafkaConsumer(
-                **self.kafka.aiokafka(), group_id=self.app.conf.id, enable_auto_commit=False
+                **self.kafka.aiokafka(),
+                group_id=self.app.conf.id,
+                enable_auto_commit=False,
+                isolation_level="read_committed" if self.output.commits_offsets else "read_uncommitted",
             )
             await self._reader.start()
         return self._reader

@@ -32,6 +32,8 @@ from encoders import EMBEDDING_DIM, Encoder, EncoderError, LocalEncoder, TritonE
 from streams.app.applied import Unstamped, stamp, unstamp
 from streams.app.observability import serve_metrics
 from streams.app.offsets import Input, Record
+from streams.app.output import Delivery, Outbox, Output
+from streams.app.transactions import StateRestore, Transactions
 from streams.contracts import (
     DeadLetter,
     DecodeError,
@@ -92,7 +94,10 @@ class CatalogLoader:
     async def run(self) -> None:
         topic = vectors_topic_name(self.settings)
         consumer = AIOKafkaConsumer(
-            **KafkaConnection.from_settings(self.settings).aiokafka(), enable_auto_commit=False, group_id=None
+            **KafkaConnection.from_settings(self.settings).aiokafka(),
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level=self.settings.isolation_level,
         )
         await consumer.start()
         try:
@@ -146,6 +151,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     """Build the streamrec Faust app from settings (one app per worker process)."""
     s = settings or Settings()
     kafka = KafkaConnection.from_settings(s)
+    exactly_once = s.processing_guarantee == "exactly_once"
     app = faust.App(
         s.app_id,
         broker=kafka.faust_broker(),
@@ -179,20 +185,35 @@ def create_app(settings: Settings | None = None) -> faust.App:
     recs_topic = raw_topic(s.topic_recommendations, partitions=s.partitions)
     dlq_topic = raw_topic(s.topic_dead_letter, partitions=s.partitions)
 
-    # use_partitioner: the changelog partition comes from the key (the user id), exactly as
-    # producers partition events, so a batch mixing partitions still writes each user's
-    # state to the partition its events live on.
-    # key_type/value_type as well as the schema: recovery decodes the changelog by the types alone
-    # (JSON otherwise), so without them a restarted worker could not read its state back.
-    users = app.Table(
-        "user-state",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
-        partitions=s.partitions,
-        use_partitioner=True,
-    )
+    # User state: the latest stamped state per user key (streams.app.applied), with a changelog
+    # partitioned like the events (by user key), so a batch mixing partitions still writes each
+    # user's state to the partition its events live on.
+    changelog_name = f"{s.app_id}-user-state-changelog"
+    output: Output
+    users: MutableMapping[bytes, bytes]
+    if exactly_once:
+        # No Faust table: the states are written in the transactions and restored by them.
+        changelog = raw_topic(changelog_name, compacting=True, partitions=s.partitions)
+        users = {}
+        restore = StateRestore(kafka, s.topic_events, changelog_name, users)
+        output = Transactions(app, kafka, {s.topic_items, s.topic_events}, states=restore)
+        app.on_before_shutdown.connect(output.on_shutdown)
+    else:
+        # key_type/value_type as well as the schema: recovery decodes the changelog by the types alone
+        # (JSON otherwise), so without them a restarted worker could not read its state back.
+        table = app.Table(
+            "user-state",
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            partitions=s.partitions,
+            use_partitioner=True,
+        )
+        changelog = table.changelog_topic
+        assert changelog.get_topic_name() == changelog_name
+        users = cast(MutableMapping[bytes, bytes], table.data)
+        output = Delivery({t.get_topic_name(): t for t in (vectors_topic, recs_topic, dlq_topic, changelog)})
 
     catalog = Catalog(EMBEDDING_DIM, index=make_index(s, EMBEDDING_DIM))
     recommender = build_recommender(s, catalog)
@@ -207,8 +228,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     def encoder() -> Encoder:  # created on first use, inside the worker's event loop
         return InstrumentedEncoder(make_encoder(s), metrics, s.encoder)
 
-    def dead_letter(msg: Record, error: DecodeError) -> tuple[bytes | None, bytes]:
-        """The dead-letter message for ``msg`` (sent with :func:`deliver`, with the batch's lists)."""
+    def dead_letter(out: Outbox, msg: Record, error: DecodeError) -> None:
+        """Put the dead-letter message for ``msg`` in ``out``, with the batch's lists."""
         record = DeadLetter(
             topic=msg.topic,
             partition=msg.partition,
@@ -220,67 +241,63 @@ def create_app(settings: Settings | None = None) -> faust.App:
             failed_at=time.time(),
         )
         log.warning("dead letter from %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
-        metrics.dead_letter(error.reason)
-        return msg.key, encode(record)
+        out.add(msg.tp, dlq_topic.get_topic_name(), msg.key, encode(record))
+        out.after(msg.tp, functools.partial(metrics.dead_letter, error.reason))
 
     async def load_catalog() -> None:
-        for topic in (vectors_topic, recs_topic, dlq_topic):
+        for topic in (vectors_topic, recs_topic, dlq_topic, changelog):
             await topic.maybe_declare()
         await loader.run()
 
     app.task(load_catalog)
 
-    async def embed_batch(batch: Sequence[Record]) -> None:
-        """One batch of items: embedded (retried until the encoder answers) and delivered."""
-        good: list[Item] = []
-        dead: list[tuple[bytes | None, bytes]] = []
-        for ev in batch:
+    async def embed_batch(batch: Sequence[Record]) -> Outbox:
+        """One batch of items: embedded (retried until the encoder answers)."""
+        out = Outbox()
+        good: list[tuple[Record, Item]] = []
+        for rec in batch:
             try:
-                good.append(decode_item(ev.value))
+                good.append((rec, decode_item(rec.value)))
             except DecodeError as err:
-                dead.append(dead_letter(ev, err))
-        await deliver(dlq_topic, dead)
+                dead_letter(out, rec, err)
         if good:
-            vectors = await encode_with_retry(encoder(), [it.embedding_text() for it in good])
-            await deliver(
-                vectors_topic,
-                [
-                    (item.item_id.encode(), encode(EmbeddedItem(item=item, vector_b64=b64_vector(vec))))
-                    for item, vec in zip(good, vectors, strict=True)
-                ],
-            )
+            vectors = await encode_with_retry(encoder(), [item.embedding_text() for _, item in good])
+            for (rec, item), vec in zip(good, vectors, strict=True):
+                embedded = EmbeddedItem(item=item, vector_b64=b64_vector(vec))
+                out.add(rec.tp, vectors_topic.get_topic_name(), item.item_id.encode(), encode(embedded))
+        return out
 
-    items_input = Input(app, kafka, embed_batch, app.conf.broker_commit_interval, metrics.input_holes_read)
+    items_input = Input(app, kafka, embed_batch, output, app.conf.broker_commit_interval, metrics.input_holes_read)
 
     @app.agent(items_topic)
     async def embed_items(stream: StreamT[bytes]) -> None:
         await items_input.run(stream, s.encoder_batch_size, s.batch_timeout_s)
 
-    async def recommend_batch(batch: Sequence[Record]) -> None:
-        """One micro-batch: lists delivered first, then the user states stamped with their offsets."""
+    async def recommend_batch(batch: Sequence[Record]) -> Outbox:
+        """One micro-batch: its lists, dead letters and the user states stamped with their offsets."""
         await loader.ready.wait()
+        out = Outbox()
         good: list[tuple[bytes, Event]] = []
         taken: list[Record] = []  # the messages of `good`
-        produced_at: list[float] = []  # Kafka record timestamps: the end-to-end latency starts there
-        dead: list[tuple[bytes | None, bytes]] = []
-        last_offset: dict[bytes, int] = {}  # per user: the newest event of this batch
+        last: dict[bytes, Record] = {}  # per user: the newest event of this batch
+        applied: dict[bytes, int] = {}  # per user: the offset its state was stamped with
         replayed = 0
-        for ev in batch:
+        for rec in batch:
             try:
-                event = parse_event(ev, catalog)
+                event = parse_event(rec, catalog)
             except DecodeError as err:
-                dead.append(dead_letter(ev, err))
+                dead_letter(out, rec, err)
                 continue
-            key, offset = cast(bytes, ev.key), ev.offset
-            if key not in last_offset:
-                last_offset[key] = unstamp(users.get(key))[0]
-            if offset <= last_offset[key]:
+            key = cast(bytes, rec.key)
+            if key not in applied:
+                applied[key] = unstamp(users.get(key))[0]
+            if rec.offset <= applied[key]:
                 replayed += 1  # applied (and its list delivered) before a restart
                 continue
-            last_offset[key] = offset
+            applied[key] = rec.offset
+            last[key] = rec
             good.append((key, event))
-            taken.append(ev)
-            produced_at.append(ev.timestamp)
+            taken.append(rec)
         if replayed:
             metrics.events_replayed(replayed)
         recs: list[Recommendation] = []
@@ -298,22 +315,29 @@ def create_app(settings: Settings | None = None) -> faust.App:
             except Exception as exc:  # a bug must not drop the batch: its events go to the DLQ instead
                 log.exception("recommender failed on a batch of %d events", len(good))
                 error = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
-                dead.extend(dead_letter(ev, error) for ev in taken)
-                good, written = [], {}
-        # Lists and dead letters acknowledged by the broker first; then the states stamped with these
-        # offsets (see streams.app.applied), acknowledged too; only then may the offsets be committed.
-        # The changelog is written here rather than by `users[key] = ...`, which only queues it in
-        # Faust's producer buffer, where a commit right after the batch could overtake it.
-        await deliver(dlq_topic, dead)
-        await deliver(recs_topic, [(rec.user_id.encode(), encode(rec)) for rec in recs])
-        states = [(key, stamp(last_offset[key], value)) for key, value in written.items()]
-        await deliver(users.changelog_topic, states)
-        for key, value in states:
-            users.data[key] = value
-        if good:
-            probe.published([event for _, event in good], produced_at, recs, recommender.traces, recommender.rewards)
+                for rec in taken:
+                    dead_letter(out, rec, error)
+                good, taken, written = [], [], {}
+        # Dead letters and lists first, then the states stamped with these offsets (see
+        # streams.app.applied): at-least-once delivers them in this order, each acknowledged, before
+        # the offsets may be committed; exactly-once commits them with the offsets. The changelog is
+        # written here rather than through the Faust table (`table[key] = ...` only queues it in
+        # Faust's producer buffer, where a commit right after the batch could overtake it).
+        for rec, recommendation in zip(taken, recs, strict=True):
+            out.add(rec.tp, recs_topic.get_topic_name(), rec.key, encode(recommendation))
+        for key, value in written.items():
+            source, state = last[key].tp, stamp(applied[key], value)
+            out.add(source, changelog_name, key, state)
+            out.after(source, functools.partial(users.__setitem__, key, state))
+        traces, rewards = recommender.traces, recommender.rewards  # this batch's, kept for after publishing
+        for n, tp in enumerate(dict.fromkeys(rec.tp for rec in taken)):
+            mine = [i for i, rec in enumerate(taken) if rec.tp == tp]
+            events, stamps = [good[i][1] for i in mine], [taken[i].timestamp for i in mine]
+            made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
+            out.after(tp, functools.partial(probe.published, events, stamps, *made))
+        return out
 
-    events_input = Input(app, kafka, recommend_batch, app.conf.broker_commit_interval, metrics.input_holes_read)
+    events_input = Input(app, kafka, recommend_batch, output, app.conf.broker_commit_interval, metrics.input_holes_read)
 
     @app.agent(events_topic)
     async def recommend(stream: StreamT[bytes]) -> None:
@@ -346,32 +370,6 @@ def parse_event(msg: Record, catalog: Catalog) -> Event:
 
 def b64_vector(vec: np.ndarray) -> str:
     return base64.b64encode(vec.astype("<f4").tobytes()).decode()
-
-
-async def deliver(
-    topic: faust.TopicT, messages: Sequence[tuple[bytes | None, bytes]], max_backoff_s: float = 30.0
-) -> None:
-    """Send ``(key, value)`` messages and wait until the broker has them all, re-sending what failed.
-
-    A message whose acknowledgement was lost may arrive twice; none is dropped (at-least-once).
-    """
-    pending = list(messages)
-    delay = 0.5
-    while pending:
-        futures: list[Any] = []
-        try:
-            for key, value in pending:
-                futures.append(await topic.send(key=key, value=value))
-        except Exception as exc:  # the producer refused outright: the rest was never handed over
-            log.warning("send to %s failed (%s); retrying", topic.get_topic_name(), exc)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [m for m, r in zip(pending, results, strict=False) if isinstance(r, BaseException)]
-        pending = failed + pending[len(futures) :]
-        if pending:
-            name = topic.get_topic_name()
-            log.warning("%d messages to %s not acknowledged; re-sending in %.1f s", len(pending), name, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
 
 
 async def encode_with_retry(encoder: Encoder, texts: Sequence[str], max_backoff_s: float = 30.0) -> np.ndarray:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from encoders import EMBEDDING_DIM
 from streams.app.applied import unstamp
@@ -60,13 +59,14 @@ def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Se
 
 
 async def open_run(
-    kafka: KafkaBroker, tmp_path: Path, isolation_level: str = "read_uncommitted", **overrides: object
+    kafka: KafkaBroker, tmp_path: Path, **overrides: object
 ) -> tuple[Settings, RecommendationCollector]:
-    """Settings with fresh topics (created) and a started collector of their recommendations."""
+    """Settings with fresh topics (created) and a started collector of their recommendations (reading
+    committed data only under exactly-once)."""
     settings = make_settings(kafka, tmp_path, **overrides)
     await create_app_topics(settings)
     collector = RecommendationCollector(
-        settings.kafka_bootstrap, settings.topic_recommendations, isolation_level=isolation_level
+        settings.kafka_bootstrap, settings.topic_recommendations, isolation_level=settings.isolation_level
     )
     await collector.start()
     return settings, collector
@@ -145,7 +145,8 @@ async def reference_states(settings: Settings, events: list[Event]) -> dict[byte
 
 async def final_states(settings: Settings) -> dict[bytes, tuple[int, bytes | None]]:
     """The user-state table as its changelog ends: ``user key -> (last applied offset, state)``."""
-    records = await read_records(settings.kafka_bootstrap, f"{settings.app_id}-user-state-changelog", idle_s=1.0)
+    changelog, isolation = f"{settings.app_id}-user-state-changelog", settings.isolation_level
+    records = await read_records(settings.kafka_bootstrap, changelog, idle_s=1.0, isolation_level=isolation)
     return {r.key: unstamp(r.value) for r in records if r.key is not None}
 
 
@@ -169,6 +170,7 @@ async def run_with_restart(
     try:
         await wait_lists(collector, len(events), 600)
         await asyncio.sleep(3.0)  # late duplicates would show up now
+        replayed = scrape(settings, "streamrec_events_replayed_total")  # by the restarted worker
     finally:
         worker.stop()
         await collector.stop()
@@ -177,8 +179,12 @@ async def run_with_restart(
     assert set(lists) == {e.event_id for e in events}, "every event has a list, and only events have lists"
     duplicates = sum(lists.values()) - len(lists)
     assert duplicates <= settings.batch_size, f"{duplicates} duplicate lists: more than one batch was in flight"
-    if stop is terminate:  # a graceful stop finished its batch: no list was sent without its state
+    if stop is terminate:  # a graceful stop finished its batch and committed all it handled
         assert duplicates == 0, f"{duplicates} duplicate lists after a graceful stop"
+        assert replayed == 0, f"{replayed} events handled before the stop were read again: not all was committed"
+    if settings.processing_guarantee == "exactly_once":  # a reader of committed data sees each list once
+        assert duplicates == 0, f"{duplicates} duplicate lists under exactly-once"
+        assert replayed == 0, f"{replayed} events applied in a committed state were read again"
 
     # User state after the restart is exactly the state of a run that never stopped.
     expected = await reference_states(settings, events)
@@ -190,7 +196,12 @@ async def run_with_restart(
 
 
 @pytest.mark.parametrize(
-    ("stop", "after"), [pytest.param(kill, 8_000, id="sigkill"), pytest.param(terminate, 3_000, id="sigterm")]
+    ("stop", "after", "guarantee"),
+    [
+        pytest.param(kill, 8_000, "at_least_once", id="sigkill"),
+        pytest.param(terminate, 3_000, "at_least_once", id="sigterm"),
+        pytest.param(kill, 8_000, "exactly_once", id="sigkill-exactly-once"),
+    ],
 )
 async def test_stop_and_restart_lose_nothing(
     kafka_broker: KafkaBroker,
@@ -199,10 +210,12 @@ async def test_stop_and_restart_lose_nothing(
     workers: list[WorkerProcess],
     stop: Callable[[WorkerProcess], None],
     after: int,
+    guarantee: str,
 ) -> None:
-    """A worker stopped in the middle of 20,000 events and restarted: nothing is lost."""
+    """A worker stopped in the middle of 20,000 events and restarted: nothing is lost (nor repeated,
+    under exactly-once, for a reader of committed data)."""
     items, all_events = movielens
-    settings, collector = await open_run(kafka_broker, tmp_path)
+    settings, collector = await open_run(kafka_broker, tmp_path, processing_guarantee=guarantee)
     await run_with_restart(
         settings, collector, items, all_events[:20_000], tmp_path / "worker.log", workers, stop, after=after
     )
@@ -283,40 +296,3 @@ async def test_encoder_outage(
     new_ids = {it.item_id for it in new}
     shown = {item.item_id for _, rec in collector.received for item in rec.items}
     assert shown & new_ids, "items embedded after the outage are recommended"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason="exactly-once is not built yet and its setting is refused: Faust 0.15.3's transactions let 324 duplicates "
-    "of 6,000 through after a SIGKILL (faust-streaming#517, #177); streamrec commits its own offsets since",
-)
-async def test_exactly_once_sigkill_no_duplicates(
-    kafka_broker: KafkaBroker,
-    tmp_path: Path,
-    movielens: tuple[list[Item], list[Event]],
-    workers: list[WorkerProcess],
-) -> None:
-    """With Kafka transactions, a reader of committed data sees exactly one list per event across a SIGKILL."""
-    items, all_events = movielens
-    events = all_events[:6_000]
-    settings, collector = await open_run(
-        kafka_broker, tmp_path, isolation_level="read_committed", processing_guarantee="exactly_once"
-    )
-    log = tmp_path / "worker.log"
-    worker = await start_with_catalog(settings, items, log, workers)
-    try:
-        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events))
-        await wait_lists(collector, 2_000, 300)
-        kill(worker)
-        launch(settings, log, workers)
-        await wait_lists(collector, len(events), 600)
-        await asyncio.sleep(3.0)
-    finally:
-        await collector.stop()
-    lists = Counter(rec.event_id for _, rec in collector.received)
-    assert set(lists) == {e.event_id for e in events}
-    assert max(lists.values()) == 1, f"{sum(lists.values()) - len(lists)} duplicates under exactly-once"
-    expected = await reference_states(settings, events)
-    got = await final_states(settings)
-    assert {key: state for key, (_, state) in got.items()} == expected

@@ -8,6 +8,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from streams.app.offsets import Input, Record
+from streams.app.output import Delivery, Outbox
 from streams.security import KafkaConnection
 
 P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
@@ -24,10 +25,12 @@ class BrokerLog(Input):
         app: Any = SimpleNamespace(on_partitions_revoked=SimpleNamespace(connect=lambda fn: None))
         self.handled_batches: list[list[tuple[int, int]]] = []
 
-        async def work(batch: Any) -> None:
+        async def work(batch: Any) -> Outbox:
             self.handled_batches.append([(r.partition, r.offset) for r in batch])
+            return Outbox()
 
-        super().__init__(app, KafkaConnection(bootstrap="unused:9092"), work, commit_interval_s=60.0, on_hole=self.hole)
+        kafka = KafkaConnection(bootstrap="unused:9092")
+        super().__init__(app, kafka, work, Delivery({}), commit_interval_s=60.0, on_hole=self.hole)
         self.log = {tp: [record(tp, o) for o in range(n)] for tp, n in sizes.items()}
         self.start = committed
         self.holes: list[tuple[str, int]] = []
@@ -47,25 +50,25 @@ class BrokerLog(Input):
 async def test_holes_before_and_inside_a_batch_are_read_back_in_order() -> None:
     broker = BrokerLog({P0: 10}, committed={P0: 2})
     # The consumer delivered 4 and 5, skipped 6-8, then delivered 9: 2-3 and 6-8 are missing.
-    await broker._handle([record(P0, o) for o in (4, 5, 9)])
+    await broker._handle([record(P0, o) for o in (4, 5, 9)], 0)
     assert broker.handled_batches == [[(0, o) for o in range(2, 10)]]
     assert broker.next[P0] == 10
     assert broker.holes == [("events", 2), ("events", 3)]
 
 
-async def test_partitions_are_checked_apart_and_replays_pass_through() -> None:
+async def test_partitions_are_checked_apart_and_what_was_handled_is_skipped() -> None:
     broker = BrokerLog({P0: 6, P1: 6}, committed={})
-    await broker._handle([record(P0, 0), record(P1, 0), record(P0, 1), record(P1, 1)])
-    # A replay (P0 offset 1, handled already) goes through for the stamps to skip; P1 lost 2-3.
-    await broker._handle([record(P0, 1), record(P0, 2), record(P1, 4)])
-    assert broker.handled_batches[1] == [(0, 1), (0, 2), (1, 2), (1, 3), (1, 4)]
+    await broker._handle([record(P0, 0), record(P1, 0), record(P0, 1), record(P1, 1)], 0)
+    # P0 offset 1 is delivered again (handled already: skipped); P1 lost 2-3.
+    await broker._handle([record(P0, 1), record(P0, 2), record(P1, 4)], 0)
+    assert broker.handled_batches[1] == [(0, 2), (1, 2), (1, 3), (1, 4)]
     assert broker.next == {P0: 3, P1: 5}
 
 
 async def test_a_partition_given_back_starts_again_from_its_committed_offset() -> None:
     broker = BrokerLog({P0: 8}, committed={P0: 0})
-    await broker._handle([record(P0, 0), record(P0, 1)])
+    await broker._handle([record(P0, 0), record(P0, 1)], 0)
     broker.start[P0] = 5  # another worker went on to 5 meanwhile
     broker._forget(None, {P0}, signal=None)
-    await broker._handle([record(P0, 5)])
+    await broker._handle([record(P0, 5)], 0)
     assert broker.handled_batches[1] == [(0, 5)], "no hole between our last offset and the new committed one"

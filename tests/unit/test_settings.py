@@ -41,9 +41,3 @@ def test_readme_documents_every_variable() -> None:
     text = README.read_text()
     missing = [name for name in env_var_names() if f"`{name}`" not in text]
     assert not missing, f"README configuration table lacks {missing}"
-
-
-def test_exactly_once_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMREC_PROCESSING_GUARANTEE", "exactly_once")
-    with pytest.raises(ValidationError, match="exactly_once is not available"):
-        Settings()

@@ -1,0 +1,198 @@
+"""Exactly-once: each input partition's output and its next offset, committed in one Kafka transaction.
+
+Faust's own ``processing_guarantee="exactly_once"`` is not used: streamrec commits its input offsets
+itself (see :mod:`streams.app.offsets`), and Faust 0.15.3's transactions let duplicates through after
+a SIGKILL. Here every input partition has a transactional producer whose id is fixed by the partition
+(``<app id>-<topic>-<partition>``), the classic Kafka scheme (aiokafka cannot send the consumer group's
+generation with the offsets, KIP-447):
+
+* A new owner of a partition starts its producer as soon as the partition is assigned, before it
+  reads the committed offset. That fences the previous owner's producer (a zombie can no longer
+  commit) and ends its open transaction, so the committed offset read next is final.
+* A batch is published only if no rebalance happened since it was taken; otherwise it is dropped
+  unsent, and its events are read again by the partition's owner.
+* User states are restored here, not by Faust's table recovery (which, reading committed data,
+  waits for offsets that are transaction markers and never arrive): on assignment, after the
+  fencing, the partition's changelog is read up to its last stable offset, aborted writes skipped.
+
+Readers of the output topics must use ``isolation.level=read_committed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, MutableMapping, Set
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
+from faust.types import TP
+
+from streams.app.output import Outbox, Outgoing, Output
+from streams.security import KafkaConnection
+
+log = logging.getLogger(__name__)
+
+ProducerFactory = Callable[[str], AIOKafkaProducer]
+
+
+class StateRestore:
+    """The user states of the input partitions this worker owns, read back from their changelog.
+
+    The changelog is partitioned as the input (by user key), so input partition ``p``'s states are
+    changelog partition ``p``; reading committed data only skips the writes of aborted transactions.
+    """
+
+    def __init__(self, kafka: KafkaConnection, input_topic: str, changelog: str, store: MutableMapping[bytes, bytes]):
+        self.kafka = kafka
+        self.input_topic = input_topic
+        self.changelog = changelog
+        self.store = store
+
+    async def restore(self, partition: int) -> int:
+        """Load changelog ``partition`` into the store; returns how many records were read."""
+        tp = TopicPartition(self.changelog, partition)
+        reader = AIOKafkaConsumer(
+            **self.kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        )
+        await reader.start()
+        try:
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
+            end = (await reader.end_offsets([tp]))[tp]  # the last stable offset, for read_committed
+            count = 0
+            while await reader.position(tp) < end:
+                for record in (await reader.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    if record.offset >= end:
+                        break
+                    count += 1
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        self.store.pop(record.key, None)
+                    else:
+                        self.store[record.key] = record.value
+        finally:
+            await reader.stop()
+        log.info("restored %d user-state records of %s[%d]", count, self.changelog, partition)
+        return count
+
+
+class Transactions(Output):
+    """Transactional producers for the input partitions of ``topics`` this worker owns."""
+
+    commits_offsets = True
+
+    def __init__(
+        self,
+        app: faust.App,
+        kafka: KafkaConnection,
+        topics: set[str],
+        states: StateRestore | None = None,
+        producer_factory: ProducerFactory | None = None,
+    ) -> None:
+        self.app = app
+        self.topics = topics
+        self.states = states
+        self.group_id = app.conf.id
+        self._new_producer = producer_factory or (lambda txn_id: transactional_producer(kafka, txn_id))
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._ready: dict[TopicPartition, asyncio.Event] = {}
+        self._lock = asyncio.Lock()  # a publish and a rebalance never overlap
+        app.on_partitions_assigned.connect(self._assigned)
+        app.on_partitions_revoked.connect(self._revoked)
+
+    def _ours(self, tps: set[TP]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics]
+
+    def _event(self, tp: TopicPartition) -> asyncio.Event:
+        return self._ready.setdefault(tp, asyncio.Event())
+
+    async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0]
+        async with self._lock:
+            await asyncio.gather(*(self._start(tp) for tp in self._ours(assigned) if tp not in self._producers))
+
+    async def _start(self, tp: TopicPartition) -> None:
+        producer = self._new_producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
+        await producer.start()  # init_transactions: fences the previous owner, ends its open transaction
+        self._producers[tp] = producer
+        if self.states is not None and tp.topic == self.states.input_topic:
+            await self.states.restore(tp.partition)
+        self._event(tp).set()
+
+    async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]
+        async with self._lock:  # after the publish in flight, if any
+            for tp in self._ours(revoked):
+                await self._drop(tp)
+
+    async def _drop(self, tp: TopicPartition) -> None:
+        self._event(tp).clear()
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            await producer.stop()
+
+    async def ready(self, tp: TopicPartition) -> None:
+        while tp in self._assigned_tps():
+            try:  # a revocation meanwhile ends the wait (the batch is then dropped as stale)
+                await asyncio.wait_for(self._event(tp).wait(), timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+
+    def _assigned_tps(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+
+    async def publish(
+        self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
+    ) -> Set[TopicPartition]:
+        async with self._lock:
+            current = self.app.consumer_generation_id
+            if generation != current:
+                log.info("a batch of generation %d dropped unsent (now %d): it is read again", generation, current)
+                return set()
+            messages = outbox.by_source()
+            tps = [tp for tp in offsets if tp in self._producers]  # the others were lost (fenced)
+            results = await asyncio.gather(
+                *(self._commit(tp, messages.get(tp, []), offsets[tp]) for tp in tps), return_exceptions=True
+            )
+        return {tp for tp, result in zip(tps, results, strict=True) if not isinstance(result, BaseException)}
+
+    async def _commit(self, tp: TopicPartition, messages: list[Outgoing], offset: int) -> None:
+        producer = self._producers[tp]
+        try:
+            async with producer.transaction():
+                for m in messages:
+                    await producer.send(m.topic, m.value, key=m.key)
+                await producer.send_offsets_to_transaction({tp: offset}, self.group_id)
+        except ProducerFenced:
+            # A newer owner started its producer: we lost the partition and will hear so at the next
+            # rebalance. Until then this partition's batches are dropped unsent.
+            log.warning("%s[%d]: fenced by a newer owner; its transaction was aborted", tp.topic, tp.partition)
+            await self._drop(tp)
+            raise
+        except Exception:
+            # The transaction was aborted: start over with a fresh producer; the batch's events are
+            # read again as a hole (streams.app.offsets).
+            log.exception("transaction for %s[%d] failed; nothing of it is visible", tp.topic, tp.partition)
+            await self._drop(tp)
+            await self._start(tp)
+            raise
+
+    async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            for tp in list(self._producers):
+                await self._drop(tp)
+
+
+def transactional_producer(kafka: KafkaConnection, transactional_id: str) -> AIOKafkaProducer:
+    # Batches of up to 1 MB lingering 2 ms, as the worker's own producer (lists are ~1 KB).
+    return AIOKafkaProducer(
+        **kafka.aiokafka(), transactional_id=transactional_id, linger_ms=2, max_batch_size=1 << 20
+    )

@@ -1,0 +1,177 @@
+"""Exactly-once output: each input partition's messages and next offset go in one transaction, and
+nothing of a stale or failed batch is committed (the producers are fakes; the logic is Transactions')."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from streams.app.output import Outbox
+from streams.app.transactions import Transactions
+from streams.security import KafkaConnection
+
+P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
+ITEMS = TopicPartition("items", 0)
+
+
+class FakeProducer:
+    def __init__(self, txn_id: str, fail: list[type[Exception]]) -> None:
+        self.txn_id, self.fail = txn_id, fail
+        self.started = self.stopped = False
+        self.committed: list[tuple[list[tuple[str, bytes | None, bytes]], dict[TopicPartition, int], str]] = []
+        self.aborted = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self._sent: list[tuple[str, bytes | None, bytes]] = []
+        self._offsets: tuple[dict[TopicPartition, int], str] | None = None
+        try:
+            yield
+            if self.fail:
+                raise self.fail.pop(0)("commit failed")
+        except Exception:
+            self.aborted += 1
+            raise
+        assert self._offsets is not None, "a transaction without its offsets"
+        self.committed.append((self._sent, *self._offsets))
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self._sent.append((topic, key, value))
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        self._offsets = (dict(offsets), group_id)
+
+
+class Signal:
+    def __init__(self) -> None:
+        self.receivers: list[Any] = []
+
+    def connect(self, fn: Any) -> None:
+        self.receivers.append(fn)
+
+    async def send(self, tps: set[TopicPartition]) -> None:
+        for fn in self.receivers:
+            await fn(None, tps, signal=self)
+
+
+class World:
+    """A fake app and its producers, one per transactional id started (restarts included)."""
+
+    def __init__(self) -> None:
+        self.assignment: set[TopicPartition] = set()
+        self.app: Any = SimpleNamespace(
+            conf=SimpleNamespace(id="grp"),
+            on_partitions_assigned=Signal(),
+            on_partitions_revoked=Signal(),
+            consumer_generation_id=1,
+            consumer=SimpleNamespace(assignment=lambda: self.assignment),
+        )
+        self.producers: list[FakeProducer] = []
+        self.fail: dict[str, list[type[Exception]]] = {}
+        kafka = KafkaConnection(bootstrap="unused:9092")
+        self.txns = Transactions(self.app, kafka, {"events"}, producer_factory=self.new_producer)
+
+    def new_producer(self, txn_id: str) -> Any:
+        producer = FakeProducer(txn_id, self.fail.setdefault(txn_id, []))
+        self.producers.append(producer)
+        return producer
+
+    async def assign(self, *tps: TopicPartition) -> None:
+        self.assignment |= set(tps)
+        self.app.consumer_generation_id += 1
+        await self.app.on_partitions_assigned.send(set(tps))
+
+    async def revoke(self, *tps: TopicPartition) -> None:
+        self.assignment -= set(tps)
+        await self.app.on_partitions_revoked.send(set(tps))
+
+    def live(self, txn_id: str) -> FakeProducer:
+        (producer,) = [p for p in self.producers if p.txn_id == txn_id and not p.stopped]
+        return producer
+
+
+def outbox(effects: list[str]) -> Outbox:
+    box = Outbox()
+    box.add(P0, "lists", b"u1", b"L1")
+    box.add(P1, "dead", None, b"D1")
+    box.add(P0, "state", b"u1", b"S1")
+    box.after(P0, lambda: effects.append("P0"))
+    box.after(P1, lambda: effects.append("P1"))
+    return box
+
+
+async def test_each_partition_commits_its_messages_with_its_offset() -> None:
+    world = World()
+    await world.assign(P0, P1, ITEMS)
+    assert sorted(p.txn_id for p in world.producers) == ["grp-events-0", "grp-events-1"]  # items not ours
+    effects: list[str] = []
+    box = outbox(effects)
+    done = await world.txns.publish(box, {P0: 7, P1: 3}, generation=world.app.consumer_generation_id)
+    box.published(done)
+    assert done == {P0, P1} and effects == ["P0", "P1"]
+    p0 = [("lists", b"u1", b"L1"), ("state", b"u1", b"S1")]
+    assert world.live("grp-events-0").committed == [(p0, {P0: 7}, "grp")]
+    assert world.live("grp-events-1").committed == [([("dead", None, b"D1")], {P1: 3}, "grp")]
+
+
+async def test_a_batch_from_before_a_rebalance_is_not_sent() -> None:
+    world = World()
+    await world.assign(P0, P1)
+    taken_in = world.app.consumer_generation_id
+    await world.assign(P1)  # a rebalance kept both partitions, with a new generation
+    assert await world.txns.publish(outbox([]), {P0: 7, P1: 3}, generation=taken_in) == set()
+    assert all(not p.committed for p in world.producers)
+
+
+async def test_a_failed_transaction_keeps_the_other_partitions_and_starts_a_new_producer() -> None:
+    world = World()
+    await world.assign(P0, P1)
+    world.fail["grp-events-1"].append(KafkaError)
+    effects: list[str] = []
+    box = outbox(effects)
+    done = await world.txns.publish(box, {P0: 7, P1: 3}, generation=world.app.consumer_generation_id)
+    box.published(done)
+    assert done == {P0} and effects == ["P0"]
+    first, second = [p for p in world.producers if p.txn_id == "grp-events-1"]
+    assert first.aborted == 1 and first.stopped and second.started and not second.stopped
+
+
+async def test_a_fenced_producer_is_not_restarted_and_its_partition_waits_for_the_rebalance() -> None:
+    world = World()
+    await world.assign(P0, P1)
+    world.fail["grp-events-1"].append(ProducerFenced)
+    generation = world.app.consumer_generation_id
+    assert await world.txns.publish(outbox([]), {P0: 7, P1: 3}, generation) == {P0}
+    assert [p.stopped for p in world.producers if p.txn_id == "grp-events-1"] == [True]  # no new owner fenced back
+    assert await world.txns.publish(outbox([]), {P0: 8, P1: 4}, generation) == {P0}
+
+
+async def test_revoked_partitions_release_their_producers() -> None:
+    world = World()
+    await world.assign(P0, P1)
+    await world.revoke(P1)
+    assert [p.stopped for p in world.producers if p.txn_id == "grp-events-1"] == [True]
+    await world.txns.ready(P1)  # returns at once: no longer ours (a batch holding it is dropped as stale)
+    await world.txns.ready(P0)
+    await world.txns.stop()
+    assert all(p.stopped for p in world.producers)
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_readers_of_the_output_use_the_matching_isolation_level(guarantee: str) -> None:
+    from streams.settings import Settings
+
+    expected = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    assert Settings(processing_guarantee=guarantee).isolation_level == expected
