@@ -45,7 +45,9 @@ class StateRestore:
     changelog partition ``p``; reading committed data only skips the writes of aborted transactions.
     """
 
-    def __init__(self, kafka: KafkaConnection, input_topic: str, changelog: str, store: MutableMapping[bytes, bytes]):
+    def __init__(
+        self, kafka: KafkaConnection, input_topic: str, changelog: str, store: MutableMapping[bytes, bytes]
+    ) -> None:
         self.kafka = kafka
         self.input_topic = input_topic
         self.changelog = changelog
