@@ -221,6 +221,41 @@ async def test_stop_and_restart_lose_nothing(
     )
 
 
+async def test_exactly_once_through_rebalances(
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
+) -> None:
+    """Under exactly-once, a second worker joins mid-stream (the partitions are split between live
+    workers) and then the first is killed: a reader of committed data still sees each list once."""
+    items, all_events = movielens
+    events = all_events[:20_000]
+    settings, collector = await open_run(kafka_broker, tmp_path, processing_guarantee="exactly_once")
+    first = await start_with_catalog(settings, items, tmp_path / "first.log", workers)
+    second = settings.model_copy(update={"web_port": free_ports(1)[0], "data_dir": tmp_path / "second"})
+    try:
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events[:10_000]))
+        await wait_lists(collector, 4_000, 300)
+        joining = launch(second, tmp_path / "second.log", workers)
+        await wait_status(joining, lambda st: st["catalog_ready"], 300, "second worker ready")
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events[10_000:]))
+        await wait_lists(collector, 14_000, 300)
+        assert scrape(second, "streamrec_recommendations_total") > 0, "the second worker took a partition"
+        kill(first)
+        await wait_lists(collector, len(events), 600)
+        await asyncio.sleep(3.0)  # late duplicates would show up now
+    finally:
+        await collector.stop()
+    lists = Counter(rec.event_id for _, rec in collector.received)
+    assert set(lists) == {e.event_id for e in events}
+    assert sum(lists.values()) == len(lists), f"{sum(lists.values()) - len(lists)} duplicates under exactly-once"
+    expected = await reference_states(settings, events)
+    got = await final_states(settings)
+    diff = [key for key, (_, state) in got.items() if state != expected.get(key)]
+    assert set(got) == set(expected) and not diff, f"{len(diff)} of {len(got)} user states differ"
+
+
 async def test_broker_restart_under_load(
     kafka_broker: KafkaBroker,
     tmp_path: Path,
