@@ -242,7 +242,10 @@ async def _run(
     ]
     await produce(bootstrap, vectors_topic_name(settings), ((e.item.item_id, e) for e in embedded))
     worker = WorkerProcess(settings, workdir / "worker.log")
-    collector = RecommendationCollector(bootstrap, settings.topic_recommendations, COLLECTOR_FETCH_WAIT_MS)
+    # Under exactly-once a list counts when its transaction committed: the collector reads committed data.
+    collector = RecommendationCollector(
+        bootstrap, settings.topic_recommendations, COLLECTOR_FETCH_WAIT_MS, isolation_level=settings.isolation_level
+    )
     probe = RecommendationCollector(bootstrap, probe_topic, COLLECTOR_FETCH_WAIT_MS)
     await collector.start()
     await probe.start()
@@ -312,10 +315,14 @@ def bench_pipeline(
     bootstrap: str | None = None,
     timeout_s: float = 600.0,
     ceilings: bool = True,
+    exactly_once: bool = False,
     catalog: EmbeddedCatalog | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline part; see the module docstring. ``settings`` configure the worker (policy, K...).
 
+    With ``exactly_once``, a second worker with ``processing_guarantee="exactly_once"`` then runs the
+    same phases on fresh topics of the same broker (no ceilings), so the cost of the transactions is
+    measured side by side (``report["exactly_once"]``, ``report["ratio"]["exactly_once"]``).
     ``catalog`` defaults to the embedded MovieLens one (tests pass random vectors to skip embedding).
     """
     # A consumer that starts right after its topic was created gets one retried NotLeaderForPartition.
@@ -338,6 +345,21 @@ def bench_pipeline(
             report = asyncio.run(
                 _run(worker_settings, catalog, events, rates, duration_s, timeout_s, ceilings, workdir)
             )
+            if exactly_once:
+                eos_dir = workdir / "exactly-once"
+                eos_dir.mkdir()
+                eos_settings = worker_settings.model_copy(
+                    update={
+                        **run_names("bench", f"{run_id}-eos"),
+                        "processing_guarantee": "exactly_once",
+                        "web_port": free_port(),
+                        "data_dir": eos_dir / "worker",
+                    }
+                )
+                eos = asyncio.run(_run(eos_settings, catalog, events, rates, duration_s, timeout_s, False, eos_dir))
+                report["exactly_once"] = {key: eos[key] for key in ("worker_start_s", "throughput", "latency")}
+                ratio = eos["throughput"]["events_per_s"] / report["throughput"]["events_per_s"]
+                report.setdefault("ratio", {})["exactly_once"] = ratio
     except BaseException:
         log.error("pipeline bench failed; logs kept in %s", workdir)
         raise
@@ -346,6 +368,7 @@ def bench_pipeline(
         "broker": bootstrap or "fresh local broker",
         "partitions": settings.partitions,
         "policy": settings.policy,
+        "processing_guarantee": settings.processing_guarantee,
         "k": settings.k,
         "batch_size": settings.batch_size,
         "items": len(catalog.data.items),

@@ -80,31 +80,12 @@ def _float_list(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-@app.command()
-def pipeline(
-    out: Path = OUT,
-    events: int = typer.Option(10_000, help="events for the throughput phase (and the ceilings)"),
-    rates: str = typer.Option("500,1000,2000", help="offered loads for the latency phases, events/s"),
-    duration: float = typer.Option(10.0, help="seconds of offered load per rate"),
-    bootstrap: str = typer.Option("", help="use this Kafka instead of starting a throw-away broker"),
-    ceilings: bool = typer.Option(True, help="also run the aiokafka and Faust pass-throughs"),
-) -> None:
-    """One worker end to end through local Kafka: throughput, latency at fixed loads, pass-through ceilings."""
-    from streams.bench.pipeline import bench_pipeline
-    from streams.settings import Settings
-
-    section = bench_pipeline(
-        Settings(),
-        events=events,
-        rates=_float_list(rates),
-        duration_s=duration,
-        bootstrap=bootstrap or None,
-        ceilings=ceilings,
-    )
+def _worker_rows(section: dict[str, Any], label: str) -> list[Row]:
+    """Table rows of one worker's phases: flat out, the ceilings beside it (if run), each offered load."""
     tp = section["throughput"]
     rows: list[Row] = [
         [
-            "worker, flat out",
+            f"{label}worker, flat out",
             _rate(tp["events_per_s"]),
             _ms(tp["latency_p50_ms"]),
             _ms(tp["latency_p99_ms"]),
@@ -126,11 +107,11 @@ def pipeline(
         )
     for rate, ph in section["latency"].items():
         if "timed_out" in ph:
-            rows.append([f"worker at {rate} events/s offered", "timed out", "", "", "", ""])
+            rows.append([f"{label}worker at {rate} events/s offered", "timed out", "", "", "", ""])
             continue
         rows.append(
             [
-                f"worker at {rate} events/s offered",
+                f"{label}worker at {rate} events/s offered",
                 _rate(ph["events_per_s"]),
                 _ms(ph["latency_p50_ms"]),
                 _ms(ph["latency_p99_ms"]),
@@ -149,6 +130,35 @@ def pipeline(
                 f"{probe['events']:,}",
             ]
         )
+    return rows
+
+
+@app.command()
+def pipeline(
+    out: Path = OUT,
+    events: int = typer.Option(10_000, help="events for the throughput phase (and the ceilings)"),
+    rates: str = typer.Option("500,1000,2000", help="offered loads for the latency phases, events/s"),
+    duration: float = typer.Option(10.0, help="seconds of offered load per rate"),
+    bootstrap: str = typer.Option("", help="use this Kafka instead of starting a throw-away broker"),
+    ceilings: bool = typer.Option(True, help="also run the aiokafka and Faust pass-throughs"),
+    exactly_once: bool = typer.Option(False, help="then the same phases with an exactly-once worker, side by side"),
+) -> None:
+    """One worker end to end through local Kafka: throughput, latency at fixed loads, pass-through ceilings."""
+    from streams.bench.pipeline import bench_pipeline
+    from streams.settings import Settings
+
+    section = bench_pipeline(
+        Settings(),
+        events=events,
+        rates=_float_list(rates),
+        duration_s=duration,
+        bootstrap=bootstrap or None,
+        ceilings=ceilings,
+        exactly_once=exactly_once,
+    )
+    rows = _worker_rows(section, "")
+    if "exactly_once" in section:
+        rows += _worker_rows(section["exactly_once"], f"exactly-once ({section['ratio']['exactly_once']:.1%} of it): ")
     title = (
         f"pipeline: one worker, policy {section['policy']}, K={section['k']}, {section['items']:,} items, "
         f"{section['partitions']} partitions"

@@ -29,6 +29,7 @@ def test_pipeline_every_event_gets_a_list_and_the_ceilings_pass_every_event(
         bootstrap=kafka_broker.bootstrap,
         catalog=tiny_catalog(n_items=200, n_users=20, n_events=400),
         timeout_s=180,
+        exactly_once=True,
     )
     tp = report["throughput"]
     assert tp["events"] == tp["with_list"] == 150 and tp["lists"] >= 150
@@ -41,6 +42,10 @@ def test_pipeline_every_event_gets_a_list_and_the_ceilings_pass_every_event(
     assert phase["events"] == phase["with_list"] == 50 and phase["offered_events_per_s"] == 50
     assert phase["probe"]["events"] == 50 and phase["probe"]["latency_p50_ms"] > 0
     assert report["dead_letters"] == 0
+    # the exactly-once worker, side by side: every list counted once it is committed
+    eos = report["exactly_once"]["throughput"]
+    assert eos["events"] == eos["with_list"] == 150 and report["ratio"]["exactly_once"] > 0
+    assert report["exactly_once"]["latency"]["50"]["with_list"] == 50
     assert not (tmp_path / "bench").exists() or not any((tmp_path / "bench").iterdir())
 
 
