@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Set
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Set
 from typing import Any
 
 import faust
@@ -46,15 +46,22 @@ class StateRestore:
     """
 
     def __init__(
-        self, kafka: KafkaConnection, input_topic: str, changelog: str, store: MutableMapping[bytes, bytes]
+        self,
+        kafka: KafkaConnection,
+        input_topic: str,
+        changelog: str,
+        store: MutableMapping[bytes, bytes],
+        declare: Callable[[], Awaitable[None]],
     ) -> None:
         self.kafka = kafka
         self.input_topic = input_topic
         self.changelog = changelog
         self.store = store
+        self.declare = declare  # creates the changelog topic if it is not there yet
 
     async def restore(self, partition: int) -> int:
         """Load changelog ``partition`` into the store; returns how many records were read."""
+        await self.declare()  # the first assignment can come before the app declared its topics
         tp = TopicPartition(self.changelog, partition)
         reader = AIOKafkaConsumer(
             **self.kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"

@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # No Faust table: the states are written in the transactions and restored by them.
         changelog = raw_topic(changelog_name, compacting=True, partitions=s.partitions)
         users = {}
-        restore = StateRestore(kafka, s.topic_events, changelog_name, users)
+        restore = StateRestore(kafka, s.topic_events, changelog_name, users, declare=changelog.maybe_declare)
         output = Transactions(app, kafka, {s.topic_items, s.topic_events}, states=restore)
         app.on_before_shutdown.connect(output.on_shutdown)
     else:
