@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -77,6 +77,28 @@ def next_offsets(batch: Sequence[Record]) -> dict[TopicPartition, int]:
     for rec in batch:
         out[rec.tp] = max(out.get(rec.tp, 0), rec.offset + 1)
     return out
+
+
+async def read_range(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of ``tp`` at offsets ``start`` to ``end - 1``, read with ``consumer`` (assigned ``tp`` alone).
+
+    Offsets without a record (transaction markers, aborted records under ``read_committed``) are
+    passed over: the loop ends on the consumer's position, not on a record count.
+    """
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    while await consumer.position(tp) < end:
+        fetched = await consumer.getmany(tp, timeout_ms=1000)
+        for record in fetched.get(tp, []):
+            if record.offset < end:
+                yield record
+
+
+def assigned_partitions(app: faust.App) -> set[TopicPartition]:
+    """The partitions Faust's consumer holds now, as aiokafka ``TopicPartition``s."""
+    return {TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment()}
 
 
 class Input:
@@ -187,7 +209,7 @@ class Input:
             return
         async with self._commit_lock:
             self._last_commit = time.monotonic()
-            assigned = {TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+            assigned = assigned_partitions(self.app)
             due = {tp: off for tp, off in self.next.items() if tp in assigned and off > self.committed.get(tp, -1)}
             if not due:
                 return
@@ -231,13 +253,7 @@ class Input:
 
     async def _fill(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
         """The records at offsets ``start`` to ``end - 1`` of ``tp``, read from the broker."""
-        consumer = await self._consumer()
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        got: list[Record] = []
-        while await consumer.position(tp) < end:
-            fetched = await consumer.getmany(tp, timeout_ms=1000)
-            got.extend(Record.of_consumer_record(r) for r in fetched.get(tp, []) if r.offset < end)
+        got = [Record.of_consumer_record(r) async for r in read_range(await self._consumer(), tp, start, end)]
         if got:
             log.warning("%s[%d]: offsets %d-%d were not delivered; read %d records from the broker",
                         tp.topic, tp.partition, start, end - 1, len(got))

@@ -99,10 +99,6 @@ class Output(ABC):
         its events are read again, by whoever owns the partition now.
         """
 
-    async def stop(self) -> None:
-        """Release what :meth:`publish` holds."""
-        return None
-
 
 class Delivery(Output):
     """At-least-once: topic after topic, each waited on until the broker acknowledged all of it."""

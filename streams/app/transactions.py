@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
+from streams.app.offsets import assigned_partitions, read_range
 from streams.app.output import Outbox, Outgoing, Output
 from streams.security import KafkaConnection
 
@@ -67,22 +68,19 @@ class StateRestore:
             **self.kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
         )
         await reader.start()
+        count = 0
         try:
             reader.assign([tp])
-            await reader.seek_to_beginning(tp)
             end = (await reader.end_offsets([tp]))[tp]  # the last stable offset, for read_committed
-            count = 0
-            while await reader.position(tp) < end:
-                for record in (await reader.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    if record.offset >= end:
-                        break
-                    count += 1
-                    if record.key is None:
-                        continue
-                    if record.value is None:
-                        self.store.pop(record.key, None)
-                    else:
-                        self.store[record.key] = record.value
+            start = (await reader.beginning_offsets([tp]))[tp]
+            async for record in read_range(reader, tp, start, end):
+                count += 1
+                if record.key is None:
+                    continue
+                if record.value is None:
+                    self.store.pop(record.key, None)
+                else:
+                    self.store[record.key] = record.value
         finally:
             await reader.stop()
         log.info("restored %d user-state records of %s[%d]", count, self.changelog, partition)
@@ -145,15 +143,12 @@ class Transactions(Output):
             await producer.stop()
 
     async def ready(self, tp: TopicPartition) -> None:
-        while tp in self._assigned_tps():
+        while tp in assigned_partitions(self.app):
             try:  # a revocation meanwhile ends the wait (the batch is then dropped as stale)
                 await asyncio.wait_for(self._event(tp).wait(), timeout=1.0)
                 return
             except TimeoutError:
                 continue
-
-    def _assigned_tps(self) -> set[TopicPartition]:
-        return {TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
 
     async def publish(
         self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
