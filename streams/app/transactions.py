@@ -58,11 +58,17 @@ class StateRestore:
         self.input_topic = input_topic
         self.changelog = changelog
         self.store = store
-        self.declare = declare  # creates the changelog topic if it is not there yet
+        # Creates the changelog topic if it is not there yet. It runs inside the rebalance callback,
+        # on Faust's consumer thread, so it must not go through Faust (Topic.maybe_declare waits
+        # for that same thread: a deadlock).
+        self.declare = declare
+        self._declared = False
 
     async def restore(self, partition: int) -> int:
         """Load changelog ``partition`` into the store; returns how many records were read."""
-        await self.declare()  # the first assignment can come before the app declared its topics
+        if not self._declared:  # the first assignment can come before anything created the topic
+            await self.declare()
+            self._declared = True
         tp = TopicPartition(self.changelog, partition)
         reader = AIOKafkaConsumer(
             **self.kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"

@@ -47,6 +47,7 @@ from streams.contracts import (
     decode_item,
     encode,
 )
+from streams.local.kafka import acreate_topics
 from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog, CatalogItem
@@ -193,9 +194,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     users: MutableMapping[bytes, bytes]
     if exactly_once:
         # No Faust table: the states are written in the transactions and restored by them.
-        changelog = raw_topic(changelog_name, compacting=True, partitions=s.partitions)
         users = {}
-        restore = StateRestore(kafka, s.topic_events, changelog_name, users, declare=changelog.maybe_declare)
+        declare = functools.partial(
+            acreate_topics, kafka, {changelog_name: s.partitions}, [changelog_name],
+            replication=app.conf.topic_replication_factor,
+        )
+        restore = StateRestore(kafka, s.topic_events, changelog_name, users, declare)
         output = Transactions(app, kafka, {s.topic_items, s.topic_events}, states=restore)
         app.on_before_shutdown.connect(output.on_shutdown)
     else:
@@ -245,7 +249,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         out.after(msg.tp, functools.partial(metrics.dead_letter, error.reason))
 
     async def load_catalog() -> None:
-        for topic in (vectors_topic, recs_topic, dlq_topic, changelog):
+        for topic in (vectors_topic, recs_topic, dlq_topic):
             await topic.maybe_declare()
         await loader.run()
 

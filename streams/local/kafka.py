@@ -424,8 +424,9 @@ async def acreate_topics(
     topics: dict[str, int],
     compacted: Iterable[str] = (),
     timeout_s: float = 30,
+    replication: int = 1,
 ) -> None:
-    """Create ``topics`` (name -> partitions, replication 1); ``compacted`` ones get cleanup.policy=compact.
+    """Create ``topics`` (name -> partitions); ``compacted`` ones get cleanup.policy=compact.
 
     Topics that already exist are left as they are. Returns once every partition has a leader,
     so clients that start right after do not log NotLeaderForPartition while the broker catches up.
@@ -435,7 +436,7 @@ async def acreate_topics(
 
     compact = set(compacted)
     new = [
-        NewTopic(name, parts, 1, topic_configs={"cleanup.policy": "compact"} if name in compact else None)
+        NewTopic(name, parts, replication, topic_configs={"cleanup.policy": "compact"} if name in compact else None)
         for name, parts in topics.items()
     ]
     timeout_ms = int(timeout_s * 1000)
