@@ -82,12 +82,11 @@ def next_offsets(batch: Sequence[Record]) -> dict[TopicPartition, int]:
 async def read_range(
     consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
-    """The records of ``tp`` at offsets ``start`` to ``end - 1``, read with ``consumer`` (assigned ``tp`` alone).
+    """The records of ``tp`` at offsets ``start`` to ``end - 1``, read with ``consumer`` (``tp`` assigned).
 
     Offsets without a record (transaction markers, aborted records under ``read_committed``) are
     passed over: the loop ends on the consumer's position, not on a record count.
     """
-    consumer.assign([tp])
     consumer.seek(tp, start)
     while await consumer.position(tp) < end:
         fetched = await consumer.getmany(tp, timeout_ms=1000)
@@ -253,7 +252,9 @@ class Input:
 
     async def _fill(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
         """The records at offsets ``start`` to ``end - 1`` of ``tp``, read from the broker."""
-        got = [Record.of_consumer_record(r) async for r in read_range(await self._consumer(), tp, start, end)]
+        consumer = await self._consumer()
+        consumer.assign([tp])
+        got = [Record.of_consumer_record(r) async for r in read_range(consumer, tp, start, end)]
         if got:
             log.warning("%s[%d]: offsets %d-%d were not delivered; read %d records from the broker",
                         tp.topic, tp.partition, start, end - 1, len(got))

@@ -77,9 +77,9 @@ class StateRestore:
         count = 0
         try:
             reader.assign([tp])
+            await reader.seek_to_beginning(tp)
             end = (await reader.end_offsets([tp]))[tp]  # the last stable offset, for read_committed
-            start = (await reader.beginning_offsets([tp]))[tp]
-            async for record in read_range(reader, tp, start, end):
+            async for record in read_range(reader, tp, await reader.position(tp), end):
                 count += 1
                 if record.key is None:
                     continue
