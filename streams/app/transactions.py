@@ -175,8 +175,8 @@ class Transactions(Output):
         producer = self._producers[tp]
         try:
             async with producer.transaction():
-                for m in messages:
-                    await producer.send(m.topic, m.value, key=m.key)
+                sent = [await producer.send(m.topic, m.value, key=m.key) for m in messages]
+                await asyncio.gather(*sent)  # a failed send aborts the transaction here, not unnoticed
                 await producer.send_offsets_to_transaction({tp: offset}, self.group_id)
         except ProducerFenced:
             # A newer owner started its producer: we lost the partition and will hear so at the next

@@ -3,6 +3,7 @@ nothing of a stale or failed batch is committed (the producers are fakes; the lo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -47,8 +48,11 @@ class FakeProducer:
         assert self._offsets is not None, "a transaction without its offsets"
         self.committed.append((self._sent, *self._offsets))
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
         self._sent.append((topic, key, value))
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
         self._offsets = (dict(offsets), group_id)
