@@ -172,16 +172,32 @@ class Input:
                 message.tracked = True
                 on_message_in(message.tp, message.offset, message)
 
-    async def _handle(self, batch: Sequence[Record], generation: int) -> None:
-        batch = await self.complete(batch)
-        if not batch:
-            return
-        outbox = await self.work(batch)
-        offsets = next_offsets(batch)
-        done = await self.output.publish(outbox, offsets, generation)
-        outbox.published(done)
-        for tp in done:
-            self.next[tp] = max(self.next.get(tp, 0), offsets[tp])
+    async def _handle(self, batch: Sequence[Record], generation: int, max_backoff_s: float = 30.0) -> None:
+        """Handle ``batch``; the events of a partition whose output was not published (its transaction
+        failed) are handled again, as long as the partition is ours and no rebalance intervened.
+
+        Retrying here rather than reading them back as a hole later matters at a partition's end:
+        a hole shows only when a later record arrives, which may never happen.
+        """
+        pending = await self.complete(batch)
+        delay = min(0.5, max_backoff_s)
+        while pending:
+            outbox = await self.work(pending)
+            offsets = next_offsets(pending)
+            done = await self.output.publish(outbox, offsets, generation)
+            outbox.published(done)
+            for tp in done:
+                self.next[tp] = max(self.next.get(tp, 0), offsets[tp])
+            failed = offsets.keys() - done
+            if not failed or generation != self.app.consumer_generation_id:
+                return  # after a rebalance the partitions' owners read the events again
+            again = {tp for tp in failed if await self.output.ready(tp)}  # not those taken away
+            pending = [rec for rec in pending if rec.tp in again]
+            if pending:
+                log.warning("%d events of %d partitions not published; handling them again in %.1f s",
+                            len(pending), len(again), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
 
     async def complete(self, batch: Sequence[Record]) -> list[Record]:
         """``batch`` with every hole before or inside it read from the broker, in offset order per partition."""

@@ -84,9 +84,10 @@ class Output(ABC):
     #: True if :meth:`publish` commits the input offsets with the output (Input then commits nothing).
     commits_offsets: bool = False
 
-    async def ready(self, tp: TopicPartition) -> None:
-        """Wait until ``tp``'s committed offset is final for this worker (no earlier owner can move it)."""
-        return None  # nothing to wait for unless the output commits the offsets
+    async def ready(self, tp: TopicPartition) -> bool:
+        """Wait until ``tp``'s output can be published and its committed offset is final for this worker
+        (no earlier owner can move it); False if ``tp`` was taken away meanwhile."""
+        return True  # nothing to wait for unless the output commits the offsets
 
     @abstractmethod
     async def publish(

@@ -11,6 +11,8 @@ generation with the offsets, KIP-447):
   commit) and ends its open transaction, so the committed offset read next is final.
 * A batch is published only if no rebalance happened since it was taken; otherwise it is dropped
   unsent, and its events are read again by the partition's owner.
+* A failed transaction is aborted; the partition gets a new producer (only while it is still ours:
+  one started during a rebalance would fence the next owner) and Input handles the events again.
 * User states are restored here, not by Faust's table recovery (which, reading committed data,
   waits for offsets that are transaction markers and never arrive): on assignment, after the
   fencing, the partition's changelog is read up to its last stable offset, aborted writes skipped.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Set
 from typing import Any
 
@@ -113,6 +116,11 @@ class Transactions(Output):
         self._new_producer = producer_factory or (lambda txn_id: transactional_producer(kafka, txn_id))
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._ready: dict[TopicPartition, asyncio.Event] = {}
+        # Given to us by the last assignment and not revoked since: only these get new producers. (A
+        # revoked partition stays in the consumer's assignment until the rebalance ends; restarting
+        # its producer then would fence its new owner.)
+        self._owned: set[TopicPartition] = set()
+        self._fenced: set[TopicPartition] = set()  # lost to a newer owner; the rebalance is to come
         self._lock = asyncio.Lock()  # a publish and a rebalance never overlap
         app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._revoked)
@@ -126,20 +134,34 @@ class Transactions(Output):
     async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned: set[TP] = args[0]
         async with self._lock:
-            await asyncio.gather(*(self._start(tp) for tp in self._ours(assigned) if tp not in self._producers))
+            ours = self._ours(assigned)
+            self._owned |= set(ours)
+            self._fenced -= set(ours)
+            results = await asyncio.gather(
+                *(self._start(tp) for tp in ours if tp not in self._producers), return_exceptions=True
+            )
+        for result in results:  # such a partition is started again by ready(), before its first batch
+            if isinstance(result, BaseException):
+                log.warning("a transactional producer did not start (%s); retrying before its first batch", result)
 
     async def _start(self, tp: TopicPartition) -> None:
         producer = self._new_producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
-        await producer.start()  # init_transactions: fences the previous owner, ends its open transaction
+        try:
+            await producer.start()  # init_transactions: fences the previous owner, ends its open transaction
+            if self.states is not None and tp.topic == self.states.input_topic:
+                await self.states.restore(tp.partition)
+        except BaseException:
+            await producer.stop()
+            raise
         self._producers[tp] = producer
-        if self.states is not None and tp.topic == self.states.input_topic:
-            await self.states.restore(tp.partition)
         self._event(tp).set()
 
     async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0]
         async with self._lock:  # after the publish in flight, if any
             for tp in self._ours(revoked):
+                self._owned.discard(tp)
+                self._fenced.discard(tp)
                 await self._drop(tp)
 
     async def _drop(self, tp: TopicPartition) -> None:
@@ -148,13 +170,30 @@ class Transactions(Output):
         if producer is not None:
             await producer.stop()
 
-    async def ready(self, tp: TopicPartition) -> None:
+    async def ready(self, tp: TopicPartition, max_backoff_s: float = 30.0) -> bool:
+        """Wait until ``tp`` has a started producer: the one its assignment started, or one started here
+        after a failure (retried with backoff). False if ``tp`` left the consumer's assignment first
+        (its batch is then dropped as stale). A fenced partition waits for the rebalance."""
+        delay, next_try = 0.5, 0.0
         while tp in assigned_partitions(self.app):
-            try:  # a revocation meanwhile ends the wait (the batch is then dropped as stale)
-                await asyncio.wait_for(self._event(tp).wait(), timeout=1.0)
-                return
+            if self._restartable(tp) and time.monotonic() >= next_try:
+                async with self._lock:
+                    try:
+                        if self._restartable(tp):
+                            await self._start(tp)
+                    except Exception as exc:
+                        log.warning("%s[%d]: no producer (%s); again in %.1f s", tp.topic, tp.partition, exc, delay)
+                        next_try = time.monotonic() + delay
+                        delay = min(delay * 2, max_backoff_s)
+            try:
+                await asyncio.wait_for(self._event(tp).wait(), timeout=min(delay, 1.0))
+                return True
             except TimeoutError:
                 continue
+        return False
+
+    def _restartable(self, tp: TopicPartition) -> bool:
+        return tp in self._owned and tp not in self._fenced and tp not in self._producers
 
     async def publish(
         self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
@@ -180,16 +219,16 @@ class Transactions(Output):
                 await producer.send_offsets_to_transaction({tp: offset}, self.group_id)
         except ProducerFenced:
             # A newer owner started its producer: we lost the partition and will hear so at the next
-            # rebalance. Until then this partition's batches are dropped unsent.
+            # rebalance. Until then its batch waits in ready() (restarting would fence the new owner).
             log.warning("%s[%d]: fenced by a newer owner; its transaction was aborted", tp.topic, tp.partition)
+            self._fenced.add(tp)
             await self._drop(tp)
             raise
         except Exception:
-            # The transaction was aborted: start over with a fresh producer; the batch's events are
-            # read again as a hole (streams.app.offsets).
+            # The transaction was aborted: ready() starts a fresh producer (which restores the
+            # partition's states as committed) before the batch's events are handled again.
             log.exception("transaction for %s[%d] failed; nothing of it is visible", tp.topic, tp.partition)
             await self._drop(tp)
-            await self._start(tp)
             raise
 
     async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

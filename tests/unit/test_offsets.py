@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from streams.app.offsets import Input, Record
-from streams.app.output import Delivery, Outbox
+from streams.app.output import Delivery, Outbox, Output
 from streams.security import KafkaConnection
 
 P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
@@ -22,7 +23,11 @@ class BrokerLog(Input):
     """The broker side replaced by a list of records per partition (the logic under test is Input's)."""
 
     def __init__(self, sizes: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
-        app: Any = SimpleNamespace(on_partitions_revoked=SimpleNamespace(connect=lambda fn: None))
+        app: Any = SimpleNamespace(
+            on_partitions_revoked=SimpleNamespace(connect=lambda fn: None),
+            consumer_generation_id=0,
+            consumer=SimpleNamespace(assignment=lambda: set(sizes)),
+        )
         self.handled_batches: list[list[tuple[int, int]]] = []
 
         async def work(batch: Any) -> Outbox:
@@ -72,3 +77,43 @@ async def test_a_partition_given_back_starts_again_from_its_committed_offset() -
     broker._forget(None, {P0}, signal=None)
     await broker._handle([record(P0, 5)], 0)
     assert broker.handled_batches[1] == [(0, 5)], "no hole between our last offset and the new committed one"
+
+
+class FailsOnce(Output):
+    """An output whose first publish of ``tp`` fails (a transaction aborted), as Transactions reports it."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.failing = {tp}
+        self.published: list[dict[TopicPartition, int]] = []
+        self.readied: list[TopicPartition] = []
+
+    async def ready(self, tp: TopicPartition) -> bool:
+        self.readied.append(tp)
+        return True
+
+    async def publish(
+        self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
+    ) -> Set[TopicPartition]:
+        done = set(offsets) - self.failing
+        self.failing.clear()
+        self.published.append({tp: offsets[tp] for tp in done})
+        return done
+
+
+async def test_events_of_an_unpublished_partition_are_handled_again_at_once() -> None:
+    broker = BrokerLog({P0: 2, P1: 2}, committed={})
+    broker.output = output = FailsOnce(P1)
+    await broker._handle([record(P0, 0), record(P1, 0), record(P0, 1), record(P1, 1)], 0, max_backoff_s=0.0)
+    # P1's two events are the partition's last: waiting for a later record would leave them unhandled.
+    assert broker.handled_batches == [[(0, 0), (1, 0), (0, 1), (1, 1)], [(1, 0), (1, 1)]]
+    assert output.published == [{P0: 2}, {P1: 2}] and P1 in output.readied
+    assert broker.next == {P0: 2, P1: 2}
+
+
+async def test_nothing_is_handled_again_after_a_rebalance() -> None:
+    broker = BrokerLog({P0: 2}, committed={})
+    broker.output = output = FailsOnce(P0)
+    broker.app.consumer_generation_id = 1  # the batch was taken in generation 0
+    await broker._handle([record(P0, 0), record(P0, 1)], 0)
+    assert len(broker.handled_batches) == 1 and output.published == [{}]
+    assert P0 not in broker.next  # the partition's owner reads the events again

@@ -148,8 +148,36 @@ async def test_a_failed_transaction_keeps_the_other_partitions_and_starts_a_new_
     done = await world.txns.publish(box, {P0: 7, P1: 3}, generation=world.app.consumer_generation_id)
     box.published(done)
     assert done == {P0} and effects == ["P0"]
+    (first,) = [p for p in world.producers if p.txn_id == "grp-events-1"]
+    assert first.aborted == 1 and first.stopped
+    assert await world.txns.ready(P1) is True  # before the events are handled again: a fresh producer
     first, second = [p for p in world.producers if p.txn_id == "grp-events-1"]
-    assert first.aborted == 1 and first.stopped and second.started and not second.stopped
+    assert second.started and not second.stopped
+    again = await world.txns.publish(outbox([]), {P1: 3}, generation=world.app.consumer_generation_id)
+    assert again == {P1} and second.committed == [([("dead", None, b"D1")], {P1: 3}, "grp")]
+
+
+async def test_a_producer_that_fails_to_start_is_started_again_by_ready() -> None:
+    world = World()
+    starts = {"n": 0}
+    real = world.new_producer
+
+    def flaky(txn_id: str) -> Any:
+        producer = real(txn_id)
+        if txn_id == "grp-events-1" and starts["n"] == 0:
+            starts["n"] += 1
+
+            async def refuse() -> None:
+                raise KafkaError("broker away")
+
+            producer.start = refuse
+        return producer
+
+    world.txns._new_producer = flaky
+    await world.assign(P0, P1)  # P1's producer fails; the assignment goes on
+    assert world.live("grp-events-0").started
+    assert await asyncio.wait_for(world.txns.ready(P1), timeout=5.0) is True
+    assert world.live("grp-events-1").started
 
 
 async def test_a_fenced_producer_is_not_restarted_and_its_partition_waits_for_the_rebalance() -> None:
@@ -160,6 +188,24 @@ async def test_a_fenced_producer_is_not_restarted_and_its_partition_waits_for_th
     assert await world.txns.publish(outbox([]), {P0: 7, P1: 3}, generation) == {P0}
     assert [p.stopped for p in world.producers if p.txn_id == "grp-events-1"] == [True]  # no new owner fenced back
     assert await world.txns.publish(outbox([]), {P0: 8, P1: 4}, generation) == {P0}
+    with pytest.raises(TimeoutError):  # no producer is started for it while it is still assigned
+        await asyncio.wait_for(world.txns.ready(P1), timeout=1.5)
+    assert [p.txn_id for p in world.producers].count("grp-events-1") == 1
+    await world.revoke(P1)
+    assert await asyncio.wait_for(world.txns.ready(P1), timeout=2.0) is False  # the rebalance ends the wait
+
+
+async def test_a_partition_revoked_in_a_rebalance_gets_no_producer_until_it_is_assigned_again() -> None:
+    world = World()
+    await world.assign(P0, P1)
+    await world.app.on_partitions_revoked.send({P1})  # the rebalance began; the consumer still lists P1
+    waiting = asyncio.ensure_future(world.txns.ready(P1))
+    await asyncio.sleep(1.2)
+    # a producer started now would fence P1's next owner, maybe another worker
+    assert not waiting.done() and [p.txn_id for p in world.producers].count("grp-events-1") == 1
+    await world.assign(P1)  # it came back to us
+    assert await asyncio.wait_for(waiting, timeout=2.0) is True
+    assert world.live("grp-events-1").started
 
 
 async def test_revoked_partitions_release_their_producers() -> None:
@@ -167,8 +213,8 @@ async def test_revoked_partitions_release_their_producers() -> None:
     await world.assign(P0, P1)
     await world.revoke(P1)
     assert [p.stopped for p in world.producers if p.txn_id == "grp-events-1"] == [True]
-    await world.txns.ready(P1)  # returns at once: no longer ours (a batch holding it is dropped as stale)
-    await world.txns.ready(P0)
+    assert await world.txns.ready(P1) is False  # at once: no longer ours (its batch is dropped as stale)
+    assert await world.txns.ready(P0) is True
     await world.txns.stop()
     assert all(p.stopped for p in world.producers)
 
