@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,12 +59,26 @@ class CandidateMix:
 
 @dataclass(frozen=True)
 class ListTrace:
-    """How one list was made, for the metrics layer (read :attr:`Recommender.traces` after a batch)."""
+    """How one list was made, for the metrics layer."""
 
     policy: str
     reranker: str
     pool: Counter[str]  # candidates by source, after de-duplication
     rerank_s: float
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What :meth:`Recommender.process` made of one micro-batch; the caller publishes and stores it."""
+
+    #: One list per event, in order.
+    lists: list[Recommendation]
+    #: The new state of each user the batch touched (written once per batch, serialized).
+    states: dict[bytes, bytes]
+    #: One trace per list, in order.
+    traces: list[ListTrace]
+    #: The rewards (clicks and expired impressions) the batch taught the shared models.
+    rewards: list[Reward]
 
 
 def parse_mix(spec: str) -> CandidateMix:
@@ -121,10 +135,6 @@ class Recommender:
     trust_after: int = 2000
     #: Impressions (clicked or not) the click model has learned from.
     learned: int = 0
-    #: One trace per list of the last batch, in order.
-    traces: list[ListTrace] = field(default_factory=list)
-    #: The rewards (clicks and expired impressions) the last batch taught the models.
-    rewards: list[Reward] = field(default_factory=list)
 
     def new_state(self) -> MultiInterestState:
         return self.interest.new_state()
@@ -133,11 +143,9 @@ class Recommender:
         return self.policies[assign(user_id, self.split, self.salt)]
 
     # --- the streaming entry point ------------------------------------------------------
-    def process(
-        self, events: Sequence[tuple[bytes, Event]], store: MutableMapping[bytes, bytes]
-    ) -> list[Recommendation]:
-        """Fold a micro-batch of ``(user key, event)`` into the user states in ``store``; return
-        one list per event, in order. Each user's state is written back once per batch."""
+    def process(self, events: Sequence[tuple[bytes, Event]], store: Mapping[bytes, bytes]) -> BatchResult:
+        """Fold a micro-batch of ``(user key, event)`` into the user states read from ``store``
+        (never written: the new states come back in the result); one list per event, in order."""
         states: dict[bytes, MultiInterestState] = {}
         pending: list[_Pending] = []
         for key, event in events:
@@ -147,7 +155,7 @@ class Recommender:
             states[key] = state
             policy = self.policy_of(event.user_id)
             pending.append(_Pending(event, state.snapshot(), before, policy, policy.name))
-        lists = self._recommend(pending)
+        lists, traces = self._recommend(pending)
         now = time.time()
         out = [
             Recommendation(
@@ -160,12 +168,10 @@ class Recommender:
             )
             for p, items in zip(pending, lists, strict=True)
         ]
-        self._learn_global(pending, out, states, store)
-        for key, state in states.items():
-            store[key] = state.to_bytes()
-        return out
+        rewards = self._learn_global(pending, out, states, store)
+        return BatchResult(out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards)
 
-    def _load(self, store: MutableMapping[bytes, bytes], key: bytes) -> MultiInterestState:
+    def _load(self, store: Mapping[bytes, bytes], key: bytes) -> MultiInterestState:
         raw = store.get(key)
         return MultiInterestState.from_bytes(raw) if raw is not None else self.new_state()
 
@@ -176,14 +182,14 @@ class Recommender:
         self.interest.learn_one(state, event.item_id, vec, engagement_weight(event), event.ts, categories)
 
     # --- serving ------------------------------------------------------------------------
-    def _recommend(self, pending: Sequence[_Pending]) -> list[list[RecommendedItem]]:
+    def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:
         catalog, mix = self.catalog, self.mix
-        self.traces = []
+        traces: list[ListTrace] = []
         if not pending:  # a batch whose every message went to the dead-letter topic
-            return []
+            return [], []
         if len(catalog) == 0:
-            self.traces = [ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0) for p in pending]
-            return [[] for _ in pending]
+            empty = [ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0) for p in pending]
+            return [[] for _ in pending], empty
         trending_rows, _ = catalog.popular(mix.trending)
         fresh_rows = catalog.newest(mix.fresh)
         popularity = catalog.popularity()
@@ -230,7 +236,7 @@ class Recommender:
             rows = np.concatenate(pool_rows)
             if len(rows) == 0:
                 lists.append([])
-                self.traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
+                traces.append(ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0))
                 continue
             ids = catalog.ids(rows)
             features = self._features(p.state, p.event, rows, ids, popularity, created)
@@ -255,8 +261,8 @@ class Recommender:
                 for i, reason in zip(picks, reasons, strict=True)
             ]
             lists.append(self._explore(p, exploit, seen))
-            self.traces.append(ListTrace(p.policy.name, reranker.name, Counter(pool_tags), rerank_s))
-        return lists
+            traces.append(ListTrace(p.policy.name, reranker.name, Counter(pool_tags), rerank_s))
+        return lists, traces
 
     def _features(
         self,
@@ -312,14 +318,17 @@ class Recommender:
         pending: Sequence[_Pending],
         lists: Sequence[Recommendation],
         states: dict[bytes, MultiInterestState],
-        store: MutableMapping[bytes, bytes],
-    ) -> None:
+        store: Mapping[bytes, bytes],
+    ) -> list[Reward]:
+        """Teach the shared models the batch; return the rewards it taught."""
         latest_ts = 0.0
-        self.rewards = []
+        taught: list[Reward] = []
         for p, rec in zip(pending, lists, strict=True):
             event = p.event
             latest_ts = max(latest_ts, event.ts)
-            self._learn_rewards(p.before, event.user_id, self.feedback.on_engagement(event), event.ts)
+            rewards = self.feedback.on_engagement(event)
+            taught.extend(rewards)
+            self._learn_rewards(p.before, event.user_id, rewards, event.ts)
             weight = engagement_weight(event)
             self.catalog.record_engagement(event.item_id, weight)
             if weight > 0 and event.item_id in self.catalog:
@@ -331,13 +340,14 @@ class Recommender:
             expired.setdefault(reward.user_id, []).append(reward)
         for user_id, rewards in expired.items():
             key = user_id.encode()
+            taught.extend(rewards)
             self._learn_rewards(states.get(key) or self._load(store, key), user_id, rewards, latest_ts)
+        return taught
 
     def _learn_rewards(self, state: MultiInterestState, user_id: str, rewards: Sequence[Reward], ts: float) -> None:
         """Shown items of one user were engaged with (1) or ignored (0): teach the click model and
         the bandit. Features come from one call for all of them."""
         known = [r for r in rewards if r.item_id in self.catalog]
-        self.rewards.extend(rewards)
         if not known:
             return
         ids = [r.item_id for r in known]

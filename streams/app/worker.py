@@ -18,7 +18,6 @@ import base64
 import functools
 import logging
 import time
-from collections import ChainMap
 from collections.abc import MutableMapping, Sequence
 from typing import Any, cast
 
@@ -40,7 +39,6 @@ from streams.contracts import (
     EmbeddedItem,
     Event,
     Item,
-    Recommendation,
     check_event_time,
     decode,
     decode_event,
@@ -49,7 +47,7 @@ from streams.contracts import (
 )
 from streams.local.kafka import acreate_topics
 from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
-from streams.recommender import build_recommender, make_index
+from streams.recommender import BatchResult, build_recommender, make_index
 from streams.retrieval import Catalog, CatalogItem
 from streams.security import KafkaConnection, triton_client_kwargs
 from streams.settings import Settings
@@ -304,36 +302,33 @@ def create_app(settings: Settings | None = None) -> faust.App:
             taken.append(rec)
         if replayed:
             metrics.events_replayed(replayed)
-        recs: list[Recommendation] = []
+        result = BatchResult([], {}, [], [])
         # The recommender's work is CPU-bound: run it off the event loop, which meanwhile keeps
-        # fetching, heartbeating and sending. Writes collect in `written`; the table (whose
-        # changelog producer belongs to the loop) is written back on the loop. Reads fall through
-        # to the whole table: learning from expired impressions reads other users' states too.
-        written: dict[bytes, bytes] = {}
+        # fetching, heartbeating and sending. It reads the whole table (learning from expired
+        # impressions reads other users' states too) and returns the new states, which the table
+        # (whose changelog producer belongs to the loop) takes on the loop.
         if good:
             try:
                 async with loader.lock:
-                    # ChainMap writes to its first map only, so the read-only view is safe behind it.
-                    store = ChainMap(written, cast(MutableMapping[bytes, bytes], Unstamped(users)))
-                    recs = await asyncio.to_thread(recommender.process, good, store)
+                    result = await asyncio.to_thread(recommender.process, good, Unstamped(users))
             except Exception as exc:  # a bug must not drop the batch: its events go to the DLQ instead
                 log.exception("recommender failed on a batch of %d events", len(good))
                 error = DecodeError("processing_error", f"{type(exc).__name__}: {exc}")
                 for rec in taken:
                     dead_letter(out, rec, error)
-                good, taken, written = [], [], {}
+                good, taken = [], []
         # Dead letters and lists first, then the states stamped with these offsets (see
         # streams.app.applied): at-least-once delivers them in this order, each acknowledged, before
         # the offsets may be committed; exactly-once commits them with the offsets. The changelog is
         # written here rather than through the Faust table (`table[key] = ...` only queues it in
         # Faust's producer buffer, where a commit right after the batch could overtake it).
+        recs, traces, rewards = result.lists, result.traces, result.rewards
         for rec, recommendation in zip(taken, recs, strict=True):
             out.add(rec.tp, recs_topic.get_topic_name(), rec.key, encode(recommendation))
-        for key, value in written.items():
+        for key, value in result.states.items():
             source, state = last[key].tp, stamp(applied[key], value)
             out.add(source, changelog_name, key, state)
             out.after(source, functools.partial(users.__setitem__, key, state))
-        traces, rewards = recommender.traces, recommender.rewards  # this batch's, kept for after publishing
         for n, tp in enumerate(dict.fromkeys(rec.tp for rec in taken)):
             mine = [i for i, rec in enumerate(taken) if rec.tp == tp]
             events, stamps = [good[i][1] for i in mine], [taken[i].timestamp for i in mine]

@@ -29,7 +29,7 @@ from streams.contracts import RecommendedItem
 from streams.feedback import Reward
 from streams.interest.multi import MultiInterestState
 from streams.policies import Policy
-from streams.recommender import Recommender, _Pending, event_rng, make_interest
+from streams.recommender import ListTrace, Recommender, _Pending, event_rng, make_interest
 from streams.rerank import TopK
 from streams.retrieval import Catalog
 from streams.retrieval.mf import OnlineMF
@@ -60,11 +60,10 @@ class Baseline(Recommender):
             return catalog.rows([str(i) for i in ids])
         return []  # popular: the fill-up alone
 
-    def _recommend(self, pending: Sequence[_Pending]) -> list[list[RecommendedItem]]:
-        self.traces = []
+    def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:
         catalog = self.catalog
         if not pending or len(catalog) == 0:
-            return [[] for _ in pending]
+            return [[] for _ in pending], []
         want = min(len(catalog), self.k + max(len(p.state.history) for p in pending))
         popular, _ = catalog.popular(want)
         queries: Rows | None = None
@@ -85,7 +84,7 @@ class Baseline(Recommender):
                 [RecommendedItem(item_id=catalog.items[r].item_id, score=float(self.k - rank), reason=self.kind)
                  for rank, r in enumerate(picks)]
             )
-        return lists
+        return lists, []
 
     def _learn_rewards(self, state: MultiInterestState, user_id: str, rewards: Sequence[Reward], ts: float) -> None:
         """No click model or bandit to teach: a baseline ranks without them."""

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streams.contracts import Event, EventType, Recommendation
 from streams.evaluate.metrics import ScoredList
+
+if TYPE_CHECKING:
+    from streams.recommender import BatchResult
 
 #: A rating at or above this is a positive engagement; every rating is a view.
 POSITIVE_RATING = 4.0
@@ -31,9 +34,7 @@ N_TARGETS = 5
 class System(Protocol):
     """What the replay drives: :class:`~streams.recommender.Recommender` and the baselines."""
 
-    def process(
-        self, events: Sequence[tuple[bytes, Event]], store: MutableMapping[bytes, bytes]
-    ) -> list[Recommendation]: ...
+    def process(self, events: Sequence[tuple[bytes, Event]], store: Mapping[bytes, bytes]) -> BatchResult: ...
 
 
 def is_positive(event: Event) -> bool:
@@ -74,8 +75,9 @@ def replay(
     store = {} if store is None else store
     for start in range(0, len(events), batch_size):
         batch = events[start : start + batch_size]
-        recs = system.process([(e.user_id.encode(), e) for e in batch], store)
-        yield from zip(batch, recs, strict=True)
+        result = system.process([(e.user_id.encode(), e) for e in batch], store)
+        store.update(result.states)
+        yield from zip(batch, result.lists, strict=True)
         if on_batch is not None:
             on_batch(len(batch))
 

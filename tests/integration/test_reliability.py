@@ -27,6 +27,7 @@ from streams.local.triton import TritonServer
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog
 from streams.settings import Settings
+from streams.testing import run_batch
 from tests.integration.conftest_kafka import free_ports
 from tests.integration.conftest_triton import running_triton
 
@@ -139,7 +140,7 @@ async def reference_states(settings: Settings, events: list[Event]) -> dict[byte
     store: dict[bytes, bytes] = {}
     recommender = build_recommender(settings, catalog)
     for start in range(0, len(events), 500):
-        recommender.process([(e.user_id.encode(), e) for e in events[start : start + 500]], store)
+        run_batch(recommender, [(e.user_id.encode(), e) for e in events[start : start + 500]], store)
     return store
 
 

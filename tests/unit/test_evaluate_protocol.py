@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from streams.evaluate import BASELINES, Prequential, make_baseline, next_positiv
 from streams.evaluate.data import build_catalog
 from streams.evaluate.metrics import RunMetrics
 from streams.evaluate.run import make_system
+from streams.recommender import BatchResult
 from streams.settings import Settings
 
 
@@ -31,16 +32,14 @@ class Echo:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def process(
-        self, events: Sequence[tuple[bytes, Event]], store: MutableMapping[bytes, bytes]
-    ) -> list[Recommendation]:
+    def process(self, events: Sequence[tuple[bytes, Event]], store: Mapping[bytes, bytes]) -> BatchResult:
         out = []
         for _, e in events:
             self.seen.append(e.event_id)
             item = RecommendedItem(item_id=e.item_id, score=1.0, reason=str(len(self.seen)))
             out.append(Recommendation(user_id=e.user_id, event_id=e.event_id, generated_at=0.0, policy="echo",
                                       items=[item]))
-        return out
+        return BatchResult(out, {}, [], [])
 
 
 def test_next_positives_are_this_and_the_users_next_four() -> None:

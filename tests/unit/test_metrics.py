@@ -44,10 +44,10 @@ def small_catalog(n: int = 60, dim: int = 8) -> Catalog:
 
 def published(catalog: Catalog, m: Metrics, events: list[Event], policy: str = "mmr") -> list[Recommendation]:
     recommender = build_recommender(Settings(k=4, policy=policy), catalog)
-    recs = recommender.process([(e.user_id.encode(), e) for e in events], {})
+    result = recommender.process([(e.user_id.encode(), e) for e in events], {})
     stamps = [100.0] * (len(events) - 1) + [100.5]
-    ListProbe(catalog, m).published(events, stamps, recs, recommender.traces, now=101.0)
-    return recs
+    ListProbe(catalog, m).published(events, stamps, result.lists, result.traces, now=101.0)
+    return result.lists
 
 
 def test_probe_records_each_published_list() -> None:
@@ -188,12 +188,12 @@ def test_clicks_on_shown_items_count_towards_ctr() -> None:
     m.prepare(policies=["mmr"], encoder="local")
     probe = ListProbe(catalog, m)
     first = [event(0, "u1", "i1")]
-    recs = recommender.process([(e.user_id.encode(), e) for e in first], {})
-    probe.published(first, [0.0], recs, recommender.traces, recommender.rewards, now=1.0)
-    shown = recs[0].items[1].item_id
+    result = recommender.process([(e.user_id.encode(), e) for e in first], {})
+    probe.published(first, [0.0], result.lists, result.traces, result.rewards, now=1.0)
+    shown = result.lists[0].items[1].item_id
     click = [event(1, "u1", shown)]  # the user clicks the second item we showed
-    recs = recommender.process([(e.user_id.encode(), e) for e in click], {})
-    probe.published(click, [1.0], recs, recommender.traces, recommender.rewards, now=2.0)
-    assert [(r.item_id, r.reward) for r in recommender.rewards] == [(shown, 1.0)]
+    result = recommender.process([(e.user_id.encode(), e) for e in click], {})
+    probe.published(click, [1.0], result.lists, result.traces, result.rewards, now=2.0)
+    assert [(r.item_id, r.reward) for r in result.rewards] == [(shown, 1.0)]
     assert value(m, "streamrec_feedback_clicks_total", policy="mmr", arm="mmr") == 1
     assert value(m, "streamrec_impressions_total", policy="mmr", arm="mmr") == 8

@@ -11,6 +11,7 @@ from streams.recommender import Recommender, build_recommender
 from streams.rerank.calibration import miscalibration
 from streams.retrieval import Catalog, CatalogItem, ExactIndex, HnswIndex
 from streams.settings import Settings
+from streams.testing import run_lists
 
 CLUSTERS = 4
 PER_CLUSTER = 25
@@ -48,9 +49,9 @@ def test_cold_user_gets_trending_items() -> None:
     rec = recommender(k=3, policy="relevance")
     store: dict[bytes, bytes] = {}
     others = [item_of(1, 5), item_of(1, 5), item_of(2, 7), item_of(1, 5), item_of(2, 7), item_of(3, 9)]
-    rec.process([ev(n, f"other{n}", item) for n, item in enumerate(others)], store)
+    run_lists(rec, [ev(n, f"other{n}", item) for n, item in enumerate(others)], store)
     # A 2-star rating carries no interest: the user stays cold.
-    [out] = rec.process([ev(99, "newbie", item_of(0, 0), "rating", 2.0)], store)
+    [out] = run_lists(rec, [ev(99, "newbie", item_of(0, 0), "rating", 2.0)], store)
     assert [i.item_id for i in out.items] == [item_of(1, 5), item_of(2, 7), item_of(3, 9)]
     assert {i.reason for i in out.items} == {"trending"}
 
@@ -60,7 +61,7 @@ def test_warm_user_gets_own_cluster_without_engaged_items(index_kind: str) -> No
     rec = build_recommender(Settings(k=10, policy="mmr", mmr_lambda=0.8), clustered_catalog(index_kind))
     store: dict[bytes, bytes] = {}
     engaged = [item_of(2, i) for i in range(3)]
-    outs = rec.process([ev(n, "u", item) for n, item in enumerate(engaged)], store)
+    outs = run_lists(rec, [ev(n, "u", item) for n, item in enumerate(engaged)], store)
     ids = [i.item_id for i in outs[-1].items]
     assert len(ids) == 10 == len(set(ids))
     assert not set(ids) & set(engaged)
@@ -72,7 +73,7 @@ def test_multi_interest_user_gets_both_interests() -> None:
     rec = recommender(policy="relevance", interests=3)
     store: dict[bytes, bytes] = {}
     plan = [item_of(0, i) for i in range(4)] + [item_of(3, i) for i in range(4)]
-    outs = rec.process([ev(n, "u", item) for n, item in enumerate(plan)], store)
+    outs = run_lists(rec, [ev(n, "u", item) for n, item in enumerate(plan)], store)
     clusters = {i.item_id.split("-")[0] for i in outs[-1].items}
     assert {"c0", "c3"} <= clusters
 
@@ -85,9 +86,9 @@ def test_no_look_ahead_and_exact_user_state() -> None:
     events.insert(9, ev(90, "cold", item_of(0, 3), "rating", 2.0))
 
     short_store: dict[bytes, bytes] = {}
-    short = recommender().process(events[:20], short_store)
+    short = run_lists(recommender(), events[:20], short_store)
     long_store: dict[bytes, bytes] = {}
-    long = recommender().process(events, long_store)
+    long = run_lists(recommender(), events, long_store)
     assert [r.model_dump(exclude={"generated_at"}) for r in long[:20]] == [
         r.model_dump(exclude={"generated_at"}) for r in short
     ]
@@ -95,7 +96,7 @@ def test_no_look_ahead_and_exact_user_state() -> None:
     single_store: dict[bytes, bytes] = {}
     single = recommender()
     for pair in events:
-        single.process([pair], single_store)
+        run_lists(single, [pair], single_store)
     assert long_store == single_store
     assert [r.event_id for r in long] == [e.event_id for _, e in events]
 
@@ -103,7 +104,7 @@ def test_no_look_ahead_and_exact_user_state() -> None:
 def test_every_list_carries_policy_and_arm_and_the_split_is_stable() -> None:
     rec = recommender(ab_split="mmr=1,dpp_explore=1", ab_salt="exp-7")
     store: dict[bytes, bytes] = {}
-    outs = rec.process([ev(n, f"user{n % 40}", item_of(n % 4, n % 25)) for n in range(120)], store)
+    outs = run_lists(rec, [ev(n, f"user{n % 40}", item_of(n % 4, n % 25)) for n in range(120)], store)
     by_user: dict[str, set[str]] = {}
     for out in outs:
         assert out.policy == out.arm and out.policy in {"mmr", "dpp_explore"}
@@ -117,12 +118,12 @@ def test_explore_policy_fills_its_share_and_clicks_reward_the_bandit() -> None:
     rec = recommender(policy="dpp_explore", explore_share=0.3)
     assert isinstance(rec.bandit, ThompsonSampling)
     store: dict[bytes, bytes] = {}
-    [first] = rec.process([ev(0, "u", item_of(0, 0))], store)
+    [first] = run_lists(rec, [ev(0, "u", item_of(0, 0))], store)
     explored = [i.item_id for i in first.items if i.reason == "explore"]
     assert len(explored) == explore_slots(0.3, 10) == 3
     assert len({i.item_id for i in first.items}) == 10
     before = rec.bandit.posterior(explored[0])
-    rec.process([ev(1, "u", explored[0])], store)  # the user clicks what we explored
+    run_lists(rec, [ev(1, "u", explored[0])], store)  # the user clicks what we explored
     after = rec.bandit.posterior(explored[0])
     assert after[0] > before[0], "a click on a shown item is a reward for its arm"
 
@@ -133,7 +134,7 @@ def test_calibrated_policy_follows_the_users_genre_mix() -> None:
     for policy in ("relevance", "calibrated"):
         rec = recommender(policy=policy, calibration_lambda=0.9)
         store: dict[bytes, bytes] = {}
-        outs = rec.process([ev(n, "u", item) for n, item in enumerate(plan)], store)
+        outs = run_lists(rec, [ev(n, "u", item) for n, item in enumerate(plan)], store)
         state = rec._load(store, b"u")
         genres = [rec.catalog.get(i.item_id).categories for i in outs[-1].items]  # type: ignore[union-attr]
         mixes[policy] = miscalibration(genres, state.category_mix())
@@ -144,14 +145,16 @@ def test_short_catalog_gives_short_list() -> None:
     catalog = Catalog(2)
     catalog.upsert([CatalogItem("a", "A"), CatalogItem("b", "B")], np.eye(2, dtype=np.float32))
     rec = build_recommender(Settings(k=10, policy="mmr"), catalog)
-    [out] = rec.process([(b"u", Event(event_id="e", user_id="u", item_id="a", type="click", ts=1))], {})
+    [out] = run_lists(rec, [(b"u", Event(event_id="e", user_id="u", item_id="a", type="click", ts=1))], {})
     assert [i.item_id for i in out.items] == ["b"]
 
 
 def test_empty_batch_and_empty_catalog() -> None:
     """A batch whose every message was dead-lettered is empty; a catalog with no items yields empty lists."""
     rec = recommender()
-    assert rec.process([], {}) == [] and rec.traces == []
+    result = rec.process([], {})
+    assert result.lists == [] and result.traces == []
     empty = build_recommender(Settings(k=5), Catalog(32))
-    [out] = empty.process([ev(0, "u", "not-yet-embedded")], {})
-    assert out.items == [] and len(empty.traces) == 1
+    result = empty.process([ev(0, "u", "not-yet-embedded")], {})
+    [out] = result.lists
+    assert out.items == [] and len(result.traces) == 1
