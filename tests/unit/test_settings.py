@@ -1,4 +1,4 @@
-"""Settings come from STREAMREC_* variables, and the README documents every one of them."""
+"""Settings come from STREAMREC_* variables, and docs/configuration.md documents every one of them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from streams.harness.worker_process import settings_env
 from streams.settings import Settings, env_var_names
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +37,7 @@ def test_settings_env_reproduces_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert Settings() == original
 
 
-def test_readme_documents_every_variable() -> None:
-    text = README.read_text()
+def test_configuration_doc_documents_every_variable() -> None:
+    text = CONFIGURATION_DOC.read_text()
     missing = [name for name in env_var_names() if f"`{name}`" not in text]
-    assert not missing, f"README configuration table lacks {missing}"
+    assert not missing, f"docs/configuration.md table lacks {missing}"
