@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         pattern=r"^\s*((similar|covisited|collaborative|trending|fresh|explore)=\d+\s*(,\s*|$))*$",
         description="Candidates per source before de-duplication (similar is split over the user's interests)",
     )
+    rerank_pool: int = Field(
+        default=0, ge=0, description="The most relevant candidates each list's reranker sees (0: the whole pool)"
+    )
+    rerank_dim: int = Field(
+        default=0, ge=0, description="Dimensions of the item vectors the rerankers compare (0: full; else a "
+        "projection on the catalog's top singular vectors)"
+    )
     interest_half_life: float = Field(
         default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"
     )

@@ -33,6 +33,7 @@ from streams.app.observability import serve_metrics
 from streams.app.offsets import Input, Record
 from streams.app.output import Delivery, Outbox, Output
 from streams.app.transactions import StateRestore, Transactions
+from streams.build import build_recommender, make_catalog
 from streams.contracts import (
     DeadLetter,
     DecodeError,
@@ -47,7 +48,7 @@ from streams.contracts import (
 )
 from streams.local.kafka import acreate_topics
 from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
-from streams.recommender import BatchResult, build_recommender, make_index
+from streams.recommender import BatchResult
 from streams.retrieval import Catalog, CatalogItem
 from streams.security import KafkaConnection, triton_client_kwargs
 from streams.settings import Settings
@@ -217,7 +218,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         users = cast(MutableMapping[bytes, bytes], table.data)
         output = Delivery({t.get_topic_name(): t for t in (vectors_topic, recs_topic, dlq_topic, changelog)})
 
-    catalog = Catalog(EMBEDDING_DIM, index=make_index(s, EMBEDDING_DIM))
+    catalog = make_catalog(s, EMBEDDING_DIM)
     recommender = build_recommender(s, catalog)
     metrics = Metrics()
     probe = ListProbe(catalog, metrics)

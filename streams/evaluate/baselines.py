@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streams.build import make_interest
 from streams.contracts import RecommendedItem
 from streams.feedback import Reward
 from streams.interest.multi import MultiInterestState
 from streams.policies import Policy
-from streams.recommender import ListTrace, Recommender, _Pending, event_rng, make_interest
+from streams.recommender import ListTrace, Recommender, _Pending, event_rng
 from streams.rerank import TopK
 from streams.retrieval import Catalog
 from streams.retrieval.mf import OnlineMF
@@ -51,13 +52,13 @@ class Baseline(Recommender):
         if self.kind == "random":
             return event_rng(p.event.event_id).choice(len(catalog), want, replace=False)
         if self.kind == "covisit":
-            ids, _ = self.covisit.neighbours(p.state.history[-self.covisit.window :], want)
-            return catalog.rows([str(i) for i in ids])
+            rows, _ = self.covisit.neighbours(catalog.rows(p.state.history[-self.covisit.window :]), want, len(catalog))
+            return rows
         if self.kind == "cosine":
             return query_rows if query_rows is not None and not p.state.is_cold else []
         if self.kind == "funkmf":
-            ids, _ = self.mf.top_items(p.event.user_id, want, exclude=p.state.history)
-            return catalog.rows([str(i) for i in ids])
+            rows, _ = self.mf.top_items([p.event.user_id], want, exclude=[catalog.rows(p.state.history)])
+            return rows[0][rows[0] >= 0]
         return []  # popular: the fill-up alone
 
     def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:
@@ -86,7 +87,7 @@ class Baseline(Recommender):
             )
         return lists, []
 
-    def _learn_rewards(self, state: MultiInterestState, user_id: str, rewards: Sequence[Reward], ts: float) -> None:
+    def _learn_rewards(self, groups: Sequence[tuple[MultiInterestState, str, list[Reward], float]]) -> None:
         """No click model or bandit to teach: a baseline ranks without them."""
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from encoders import LocalEncoder
+from streams.build import make_catalog
 from streams.contracts import Event, Item
 from streams.demo.movielens import MovieLens, load_movielens
-from streams.recommender import make_index
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 
@@ -81,7 +81,7 @@ def catalog_vectors(
 
 def build_catalog(items: Sequence[Item], vectors: F32, settings: Settings) -> Catalog:
     """A fresh catalog (popularity at zero) holding ``items`` in order, with the worker's index kind."""
-    catalog = Catalog(vectors.shape[1], index=make_index(settings, vectors.shape[1]))
+    catalog = make_catalog(settings, vectors.shape[1])
     catalog.upsert(
         [CatalogItem(it.item_id, it.title, tuple(it.categories), it.created_at) for it in items], vectors
     )

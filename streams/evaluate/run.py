@@ -12,13 +12,13 @@ from typing import IO, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from streams.build import build_recommender
 from streams.contracts import Event, Item, Recommendation
 from streams.evaluate.baselines import BASELINES, make_baseline
 from streams.evaluate.data import build_catalog, catalog_vectors, load_dataset, sample_users
 from streams.evaluate.metrics import RunMetrics
 from streams.evaluate.protocol import N_TARGETS, POSITIVE_RATING, Prequential, System, replay
 from streams.policies import POLICY_NAMES
-from streams.recommender import build_recommender
 from streams.retrieval import Catalog
 from streams.settings import Settings
 

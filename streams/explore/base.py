@@ -26,6 +26,8 @@ class Bandit(abc.ABC):
     """
 
     name: str = "bandit"
+    #: Whether :meth:`select` and :meth:`learn_one` read ``context`` (callers skip building it otherwise).
+    contextual: bool = False
 
     @abc.abstractmethod
     def select(
@@ -40,6 +42,11 @@ class Bandit(abc.ABC):
     @abc.abstractmethod
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
         """Fold one observed reward (in ``[0, 1]`` for Bernoulli policies) into the model."""
+
+    def learn_many(self, arms: Sequence[str], rewards: Sequence[float], context: Features | None = None) -> None:
+        """:meth:`learn_one` for each ``(arms[i], rewards[i])`` in order (``context`` row ``i`` each)."""
+        for i, (arm, reward) in enumerate(zip(arms, rewards, strict=True)):
+            self.learn_one(arm, reward, None if context is None else context[i])
 
     @abc.abstractmethod
     def to_bytes(self) -> bytes:

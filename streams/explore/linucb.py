@@ -65,6 +65,7 @@ class LinUCB(Bandit):
     """
 
     name = "linucb"
+    contextual = True
 
     def __init__(
         self,

@@ -105,6 +105,35 @@ class ThompsonSampling(Bandit):
         self._f[i] = self._f[i] * scale + (1.0 - reward)
         self._t[i] = self._step
 
+    def learn_many(self, arms: Sequence[str], rewards: Sequence[float], context: Features | None = None) -> None:
+        """Exactly :meth:`learn_one` in order, vectorised: an arm rewarded at steps ``tau_m`` ends at
+        ``s * decay ** (last - t) + sum_m r_m * decay ** (last - tau_m)``."""
+        r = np.asarray(rewards, np.float64)
+        if len(r) == 0:
+            return
+        if not ((r >= 0.0) & (r <= 1.0)).all():
+            raise ValueError(f"rewards must be in [0, 1], got {r.min()}..{r.max()}")
+        index = self._index
+        for arm in arms:
+            if arm not in index:
+                index[arm] = len(index)
+        rows = np.fromiter((index[a] for a in arms), np.int64, len(r))
+        if len(index) > len(self._s):
+            grow = max(len(index), 2 * len(self._s)) - len(self._s)
+            self._s, self._f, self._t = (np.concatenate([v, np.zeros(grow)]) for v in (self._s, self._f, self._t))
+        steps = self._step + 1.0 + np.arange(len(r))
+        last = np.zeros(len(self._s))
+        np.maximum.at(last, rows, steps)
+        touched = np.unique(rows)
+        scale = self._decay ** (last[touched] - self._t[touched])
+        self._s[touched] *= scale
+        self._f[touched] *= scale
+        late = self._decay ** (last[rows] - steps)
+        np.add.at(self._s, rows, r * late)
+        np.add.at(self._f, rows, (1.0 - r) * late)
+        self._t[touched] = last[touched]
+        self._step += len(r)
+
     def to_bytes(self) -> bytes:
         n = len(self._index)
         state = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streams.rerank.base import FloatArray, IndexArray, Reranker
+from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
 from streams.rerank.relevance import top_k
 
 
@@ -70,10 +70,10 @@ class Calibrated(Reranker):
     ``q~`` on ``i``'s categories, so its KL change is a sum over its (item, category) entries, one
     ``log1p`` per entry and a ``bincount`` per step, ``O(k * entries)`` per list.
 
-    Categories are per request while ``select``'s signature is shared by every reranker, so they
-    are bound, not passed: ``bind(item_categories, user_distribution)`` returns a new, bound
-    instance (the policy object stays shareable and stateless) that plugs in wherever a
-    :class:`Reranker` is expected. An unbound instance, or a user with no distribution yet (cold
+    Categories are per request: ``select`` reads them from its :class:`ListContext`, or
+    ``bind(item_categories, user_distribution)`` returns a new, bound instance (the policy object
+    stays shareable and stateless) that plugs in wherever a :class:`Reranker` is expected. An
+    unbound instance, or a user with no distribution yet (cold
     start), ranks by relevance alone (plain top-k), as does ``lambda_=0``.
 
     One drama fan-half, comedy fan-half; the two most relevant items are dramas:
@@ -87,6 +87,7 @@ class Calibrated(Reranker):
     """
 
     name = "calibrated"
+    needs_context = True
 
     def __init__(self, lambda_: float = 0.5, alpha: float = 0.01) -> None:
         if not 0.0 <= lambda_ <= 1.0:
@@ -130,7 +131,11 @@ class Calibrated(Reranker):
         )
         return bound
 
-    def select(self, relevance: FloatArray, embeddings: FloatArray, k: int) -> IndexArray:
+    def select(
+        self, relevance: FloatArray, embeddings: FloatArray, k: int, context: ListContext | None = None
+    ) -> IndexArray:
+        if context is not None:
+            return self.bind(context.categories, context.user_categories).select(relevance, embeddings, k)
         ctx = self._context
         if ctx is not None and len(relevance) != ctx.n:
             raise ValueError(f"bound to {ctx.n} candidates, got {len(relevance)}")

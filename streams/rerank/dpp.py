@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from streams.rerank.base import FloatArray, IndexArray, Reranker
+from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
 from streams.rerank.relevance import top_k
 
 
@@ -88,7 +89,9 @@ class DPP(Reranker):
         self.window = window
         self.eps = eps
 
-    def select(self, relevance: FloatArray, embeddings: FloatArray, k: int) -> IndexArray:
+    def select(
+        self, relevance: FloatArray, embeddings: FloatArray, k: int, context: ListContext | None = None
+    ) -> IndexArray:
         n = len(relevance)
         k = min(k, n)
         if k <= 0:
@@ -131,6 +134,55 @@ class DPP(Reranker):
             size += 1
             d2 -= e * e
             d2[j] = -np.inf
+        return chosen
+
+    def select_many(
+        self,
+        relevance: npt.NDArray[np.floating],
+        embeddings: FloatArray,
+        k: int,
+        contexts: Sequence[ListContext | None] | None = None,
+    ) -> IndexArray:
+        """Algorithm 1 for every list at once: each greedy step is one batched kernel column and one
+        update of every list's gains; lists that stop early (``eps``) are filled by relevance as in
+        :meth:`select`. The windowed variant and ``theta = 1`` go list by list."""
+        if self.window is not None or self.theta == 1.0:
+            return super().select_many(relevance, embeddings, k, contexts)
+        n_lists, width = relevance.shape
+        k = min(k, width)
+        chosen = np.full((n_lists, k), -1, np.intp)
+        if k <= 0 or n_lists == 0:
+            return chosen
+        valid = np.isfinite(relevance)
+        alpha = self.theta / (2.0 * (1.0 - self.theta))
+        rel = np.where(valid, relevance, 0.0).astype(np.float64)
+        top = np.max(np.where(valid, rel, -np.inf), axis=1, keepdims=True)
+        q = np.where(valid, np.exp(alpha * (rel - np.where(np.isfinite(top), top, 0.0))), 0.0)  # dpp_quality
+        d2 = np.where(valid, q * q, -np.inf)
+        c = np.zeros((k, n_lists, width))
+        lists = np.arange(n_lists)
+        stopped = np.zeros(n_lists, bool)
+        for t in range(k):
+            j = np.argmax(d2, axis=1)
+            gain = d2[lists, j]
+            stopped |= ~(gain >= self.eps)  # `not >=` also stops on NaN
+            if stopped.all():
+                break
+            chosen[~stopped, t] = j[~stopped]
+            if t == k - 1:
+                break
+            col = np.einsum("bpd,bd->bp", embeddings, embeddings[lists, j]) * (q * q[lists, j][:, None])
+            dj = np.sqrt(np.where(stopped, 1.0, gain))
+            e = col - np.einsum("tb,tbp->bp", c[:t, lists, j], c[:t]) if t else col
+            e = e / dj[:, None]
+            c[t] = e
+            d2 -= e * e
+            d2[lists, j] = -np.inf
+        for b in np.flatnonzero(stopped).tolist():  # rare: a list ran out of diverse candidates
+            taken = chosen[b][chosen[b] >= 0]
+            n = int(valid[b].sum())
+            filled = self._fill_by_relevance(taken, relevance[b, :n].astype(np.float32), min(k, n))
+            chosen[b, : len(filled)] = filled
         return chosen
 
     @staticmethod

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from streams.rerank.base import FloatArray, IndexArray, Reranker
+import numpy as np
+import numpy.typing as npt
+
+from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
 
 
 class MMR(Reranker):
@@ -31,7 +34,9 @@ class MMR(Reranker):
             raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
         self.lambda_ = lambda_
 
-    def select(self, relevance: FloatArray, embeddings: FloatArray, k: int) -> IndexArray:
+    def select(
+        self, relevance: FloatArray, embeddings: FloatArray, k: int, context: ListContext | None = None
+    ) -> IndexArray:
         n = len(relevance)
         k = min(k, n)
         chosen = np.empty(k, dtype=np.intp)
@@ -48,4 +53,30 @@ class MMR(Reranker):
             chosen[step] = best
             available[best] = False
             np.maximum(max_sim, embeddings @ embeddings[best], out=max_sim)
+        return chosen
+
+    def select_many(
+        self,
+        relevance: npt.NDArray[np.floating],
+        embeddings: FloatArray,
+        k: int,
+        contexts: Sequence[ListContext | None] | None = None,
+    ) -> IndexArray:
+        """The greedy steps of :meth:`select` for every list at once (one batched product a step)."""
+        n_lists, width = relevance.shape
+        k = min(k, width)
+        chosen = np.full((n_lists, k), -1, np.intp)
+        rel = self.lambda_ * relevance.astype(np.float64)
+        available = np.isfinite(rel)
+        max_sim = np.full((n_lists, width), -np.inf)
+        lists = np.arange(n_lists)
+        for step in range(k):
+            penalty = (1.0 - self.lambda_) * max_sim if step else 0.0
+            score = np.where(available, rel - penalty, -np.inf)
+            best = np.argmax(score, axis=1)
+            live = available[lists, best]
+            chosen[live, step] = best[live]
+            available[lists, best] = False
+            sims = np.einsum("bpd,bd->bp", embeddings, embeddings[lists, best])
+            np.maximum(max_sim, sims, out=max_sim)
         return chosen

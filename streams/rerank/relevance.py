@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from streams.rerank.base import FloatArray, IndexArray, Reranker
+import numpy as np
+import numpy.typing as npt
+
+from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
 
 
 def top_k(scores: FloatArray, k: int) -> IndexArray:
@@ -32,5 +35,18 @@ class TopK(Reranker):
 
     name = "relevance"
 
-    def select(self, relevance: FloatArray, embeddings: FloatArray, k: int) -> IndexArray:
+    def select(
+        self, relevance: FloatArray, embeddings: FloatArray, k: int, context: ListContext | None = None
+    ) -> IndexArray:
         return top_k(relevance, k)
+
+    def select_many(
+        self,
+        relevance: npt.NDArray[np.floating],
+        embeddings: FloatArray,
+        k: int,
+        contexts: Sequence[ListContext | None] | None = None,
+    ) -> IndexArray:
+        order = np.argsort(-relevance, axis=1, kind="stable")[:, :k]  # ties by position, as top_k
+        picked = np.take_along_axis(relevance, order, axis=1)
+        return np.where(np.isfinite(picked), order, -1).astype(np.intp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +11,49 @@ import numpy.typing as npt
 from streams.retrieval.index import ExactIndex, VectorIndex
 
 F32 = npt.NDArray[np.float32]
+
+
+class CompactVectors:
+    """Unit item vectors in ``dim`` dimensions: the catalog's projected on its top right singular
+    vectors (the rank-``dim`` subspace that keeps inner products best), for the rerankers'
+    similarity, where gathering full 384-d rows per candidate costs more than the reranking.
+
+    The basis is refitted when the catalog has doubled since the last fit (all rows re-projected);
+    rows added in between are projected on the current basis. With ``dim`` at or above the
+    vectors' dimension the rows are the vectors themselves.
+
+    >>> cv = CompactVectors(3, 2)
+    >>> v = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0.8, 0]], np.float32)
+    >>> cv.upsert(v, np.arange(3))
+    >>> (cv.vectors[:3] @ cv.vectors[2]).astype(float).round(3).tolist()
+    [0.6, 0.8, 1.0]
+    """
+
+    def __init__(self, full_dim: int, dim: int) -> None:
+        self.dim = min(dim, full_dim) if dim > 0 else full_dim
+        self._basis: F32 | None = None  # [dim, full_dim]
+        self._fitted_on = 0
+        self.vectors = np.zeros((0, self.dim), np.float32)
+
+    def upsert(self, all_vectors: F32, rows: npt.NDArray[np.int64]) -> None:
+        """Project ``rows`` of ``all_vectors`` (the catalog's, by row); refit when the catalog doubled."""
+        n = len(all_vectors)
+        if n > len(self.vectors):
+            grown = np.zeros((max(n, 2 * len(self.vectors)), self.dim), np.float32)
+            grown[: len(self.vectors)] = self.vectors
+            self.vectors = grown
+        if self.dim == all_vectors.shape[1]:
+            self.vectors[rows] = all_vectors[rows]
+            return
+        if self._basis is None or n >= 2 * self._fitted_on:
+            _, _, vt = np.linalg.svd(all_vectors.astype(np.float32), full_matrices=False)
+            basis = np.zeros((self.dim, all_vectors.shape[1]), np.float32)
+            basis[: min(self.dim, len(vt))] = vt[: self.dim]
+            self._basis, self._fitted_on = basis, n
+            rows = np.arange(n)
+        projected = all_vectors[rows] @ self._basis.T
+        norms = np.linalg.norm(projected, axis=1, keepdims=True)
+        self.vectors[rows] = projected / np.maximum(norms, np.float32(1e-12))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +77,13 @@ class Catalog:
     (2, 1, [1])
     """
 
-    def __init__(self, dim: int, index: VectorIndex | None = None, popularity_half_life: float = 5000.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        index: VectorIndex | None = None,
+        popularity_half_life: float = 5000.0,
+        compact_dim: int = 64,
+    ) -> None:
         self.dim = dim
         self.index: VectorIndex = index if index is not None else ExactIndex(dim)
         self.items: list[CatalogItem] = []
@@ -49,6 +98,7 @@ class Catalog:
         self._created = np.zeros(0, dtype=np.float64)
         self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
         self._pop_scale = 1.0
+        self.compact = CompactVectors(dim, compact_dim)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -82,6 +132,29 @@ class Catalog:
             if code is not None:
                 weights[code] = share
         out: F32 = weights[self._codes[rows]].sum(axis=1, dtype=np.float32)
+        return out
+
+    def category_weights(self, mixes: Sequence[Mapping[str, float]]) -> F32:
+        """Per mix, its weight of every category code (the last column is the padding's 0): ``[B, C + 1]``."""
+        weights = np.zeros((len(mixes), len(self._categories) + 1), np.float32)
+        for b, mix in enumerate(mixes):
+            for name, share in mix.items():
+                code = self._categories.get(name)
+                if code is not None:
+                    weights[b, code] = share
+        return weights
+
+    def category_affinity_many(self, mixes: Sequence[Mapping[str, float]], rows: npt.NDArray[np.int64]) -> F32:
+        """:meth:`category_affinity` of ``rows[b]`` ``[B, P]`` under ``mixes[b]``: ``[B, P]``.
+
+        >>> c = Catalog(dim=1)
+        >>> c.upsert([CatalogItem("a", "A", ("drama",)), CatalogItem("b", "B", ("comedy", "drama"))], np.ones((2, 1)))
+        >>> c.category_affinity_many([{"drama": 0.75, "comedy": 0.25}, {}], np.array([[1, 0], [0, 1]])).tolist()
+        [[1.0, 0.75], [0.0, 0.0]]
+        """
+        weights = self.category_weights(mixes)
+        codes = self._codes[rows]  # [B, P, W]; padding -1 reads the last column
+        out: F32 = weights[np.arange(len(mixes))[:, None, None], codes].sum(axis=2, dtype=np.float32)
         return out
 
     def rows(self, item_ids: list[str]) -> npt.NDArray[np.int64]:
@@ -127,6 +200,7 @@ class Catalog:
         self.vectors[rows] = vectors
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
+        self.compact.upsert(self.vectors[: len(self.items)], rows)
 
     def record_engagement(self, item_id: str, weight: float) -> None:
         row = self._rows.get(item_id)

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Hashable, Iterable, Sequence
-from operator import itemgetter
-from typing import TypeVar
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-K = TypeVar("K", bound=Hashable)
+Rows = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
 class CoVisitation:
-    """Decayed, symmetric co-engagement counts with at most ``max_neighbours`` kept per item.
+    """Decayed, symmetric co-engagement counts over catalog rows, at most ``max_neighbours`` kept per item.
 
-    ``update(recent, item)`` adds ``weight`` to the pair (``item``, ``r``) for each of the user's
-    last ``window`` items ``r``. Counts decay with a half-life in updates, stored against a growing
-    scale factor (as :class:`~streams.retrieval.Catalog` popularity) so an update touches only its
-    pairs. Each item's neighbour table may grow to ``2 * max_neighbours`` and is then cut to the
-    ``max_neighbours`` heaviest: the slack lets a new neighbour build up weight before it competes
-    with the established ones, and memory stays at most ``2 * max_neighbours`` entries per item.
+    Each item's neighbours live in a fixed row of two arrays (neighbour rows ``int32`` and counts
+    ``float64``, ``2 * max_neighbours`` slots), so a lookup is a gather and a whole micro-batch is
+    scored with one ``bincount``. ``update_many`` adds ``weight`` to the pair (``item``, ``r``) for each
+    of the user's last ``window`` items ``r``. Counts decay with a half-life in updates, stored
+    against a growing scale factor (as :class:`~streams.retrieval.Catalog` popularity) so an update
+    touches only its pairs. A row may fill all its slots and is then cut to the ``max_neighbours``
+    heaviest: the slack lets a new neighbour build up weight before it competes with the
+    established ones. Within one :meth:`update_many` the pairs are added together before a full
+    row is cut (the per-pair order of a one-event-at-a-time update is not kept).
 
     >>> cv = CoVisitation(max_neighbours=2)
-    >>> for recent, item in [(["a"], "b"), (["a"], "b"), (["a"], "c"), (["b"], "d")]:
-    ...     cv.update(recent, item)
-    >>> ids, scores = cv.neighbours(["a"], 5)
-    >>> ids, scores.round(2).tolist()
-    (['b', 'c'], [2.0, 1.0])
-    >>> cv.score(["a", "d"], ["b", "c", "z"]).round(2).tolist()
+    >>> for recent, item in [([0], 1), ([0], 1), ([0], 2), ([1], 3)]:
+    ...     cv.update(np.array(recent), item)
+    >>> rows, scores = cv.neighbours(np.array([0]), 5)
+    >>> rows.tolist(), scores.round(2).tolist()
+    ([1, 2], [2.0, 1.0])
+    >>> cv.score(np.array([0, 3]), np.array([1, 2, 7])).round(2).tolist()
     [3.0, 1.0, 0.0]
     """
 
@@ -39,59 +39,179 @@ class CoVisitation:
         self.window = window
         self._growth = 2.0 ** (1.0 / half_life)
         self._scale = 1.0
-        self._table: dict[Hashable, dict[Hashable, float]] = {}
+        self._slots = 2 * max_neighbours
+        self._nbr = np.full((0, self._slots), -1, np.int32)
+        self._w = np.zeros((0, self._slots), np.float64)
+        self._fill = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         """Items with at least one neighbour."""
-        return len(self._table)
+        return int(np.count_nonzero(self._fill))
 
-    def n_neighbours(self, item: Hashable) -> int:
-        """How many neighbours ``item`` holds now (at most ``2 * max_neighbours``)."""
-        return len(self._table.get(item, ()))
+    def n_neighbours(self, row: int) -> int:
+        """How many neighbours ``row`` holds now (at most ``2 * max_neighbours``)."""
+        return int(self._fill[row]) if row < len(self._fill) else 0
 
-    def update(self, user_recent_items: Sequence[K], item: K, weight: float = 1.0) -> None:
-        """Count ``item`` as co-engaged with each of the user's last ``window`` items (call before
-        appending ``item`` to the history; ``item`` itself and repeats in the window count once)."""
-        if weight <= 0.0:
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self._fill):
             return
-        self._scale *= self._growth
-        if self._scale > 1e100:  # renormalise long before float64 overflows
-            for row in self._table.values():
-                for key in row:
-                    row[key] /= self._scale
+        cap = max(rows, 2 * len(self._fill), 64)
+        extra = cap - len(self._fill)
+        self._nbr = np.vstack([self._nbr, np.full((extra, self._slots), -1, np.int32)])
+        self._w = np.vstack([self._w, np.zeros((extra, self._slots))])
+        self._fill = np.concatenate([self._fill, np.zeros(extra, np.int64)])
+
+    def update(self, recent: Rows, item: int, weight: float = 1.0) -> None:
+        """:meth:`update_many` for one event."""
+        self.update_many([recent], np.array([item]), np.array([weight]))
+
+    def update_many(self, recent: Sequence[Rows], items: Rows, weights: npt.ArrayLike) -> None:
+        """Count each ``items[i]`` as co-engaged with each of ``recent[i][-window:]`` (the user's rows
+        before the event; ``items[i]`` itself and repeats count once), in order: event ``i``'s
+        counts are scaled as if it were the ``i``-th update."""
+        w = np.asarray(weights, np.float64)
+        positive = w > 0
+        if not positive.any():
+            return
+        # The scale each positive event adds at: the decay clock advances once per positive event.
+        steps = np.cumsum(positive)
+        if self._scale * self._growth ** float(steps[-1]) > 1e100:  # renormalise long before overflow
+            self._w /= self._scale
             self._scale = 1.0
-        add = weight * self._scale
-        for other in dict.fromkeys(user_recent_items[-self.window :]):
-            if other != item:
-                self._add(item, other, add)
-                self._add(other, item, add)
+        adds = w * self._scale * self._growth ** steps.astype(np.float64)
+        self._scale *= self._growth ** float(steps[-1])
+        a_parts, b_parts, add_parts = [], [], []
+        for i in np.flatnonzero(positive).tolist():
+            others = np.unique(recent[i][-self.window :])
+            others = others[others != items[i]]
+            a_parts.append(np.full(len(others), items[i], np.int64))
+            b_parts.append(others)
+            add_parts.append(np.full(len(others), adds[i]))
+        if not a_parts:
+            return
+        a, b, add = np.concatenate(a_parts), np.concatenate(b_parts).astype(np.int64), np.concatenate(add_parts)
+        a, b, add = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([add, add])
+        if len(a) == 0:
+            return
+        self._grow(int(max(a.max(), b.max())) + 1)
+        width = len(self._fill)
+        pair, inverse = np.unique(a * width + b, return_inverse=True)
+        total = np.bincount(inverse.ravel(), weights=add, minlength=len(pair))
+        a, b = pair // width, pair % width  # sorted by a
+        hit = self._nbr[a] == b[:, None]  # [pairs, slots]
+        found = hit.any(axis=1)
+        slot = hit.argmax(axis=1)
+        self._w[a[found], slot[found]] += total[found]
+        self._insert(a[~found], b[~found], total[~found])
 
-    def _add(self, a: Hashable, b: Hashable, add: float) -> None:
-        row = self._table.setdefault(a, {})
-        row[b] = row.get(b, 0.0) + add
-        if len(row) > 2 * self.max_neighbours:
-            kept = sorted(row.items(), key=lambda kv: -kv[1])[: self.max_neighbours]
-            self._table[a] = dict(kept)
+    def _insert(self, a: Rows, b: Rows, add: F64) -> None:
+        """Append new neighbours (``a`` sorted) to their rows; a row that runs out of slots is cut."""
+        if len(a) == 0:
+            return
+        starts = np.searchsorted(a, a)  # first index of each a's group (a is sorted by np.unique)
+        pos = self._fill[a] + (np.arange(len(a)) - starts)
+        fits = pos < self._slots
+        self._nbr[a[fits], pos[fits]] = b[fits]
+        self._w[a[fits], pos[fits]] = add[fits]
+        np.add.at(self._fill, a[fits], 1)
+        for row in np.unique(a[~fits]).tolist():  # rare: a full row, cut to the heaviest and refilled
+            mine = (a == row) & ~fits
+            ids = np.concatenate([self._nbr[row, : self._fill[row]], b[mine]])
+            ws = np.concatenate([self._w[row, : self._fill[row]], add[mine]])
+            keep = np.argsort(-ws, kind="stable")[: self.max_neighbours]
+            self._nbr[row] = -1
+            self._w[row] = 0.0
+            self._nbr[row, : len(keep)] = ids[keep]
+            self._w[row, : len(keep)] = ws[keep]
+            self._fill[row] = len(keep)
 
-    def neighbours(self, items: Iterable[K], n: int) -> tuple[list[Hashable], F64]:
-        """The ``n`` items most co-engaged with ``items`` (scores summed over them), best first;
-        ``items`` themselves are left out."""
-        given = set(items)
-        acc: dict[Hashable, float] = {}
-        for it in given:
-            for other, count in self._table.get(it, {}).items():
-                if other not in given:
-                    acc[other] = acc.get(other, 0.0) + count
-        best = heapq.nlargest(n, acc.items(), key=itemgetter(1))
-        return [k for k, _ in best], np.array([v for _, v in best], np.float64) / self._scale
+    def accumulate(self, recent: Sequence[Rows], n_rows: int) -> CoScores:
+        """Per event, every row's co-engagement with that event's last ``window`` items (each counted
+        once), for the whole batch at once: one gather and one sum (see :class:`CoScores`)."""
+        at_parts, nbr_parts, w_parts = [], [], []
+        for i, r in enumerate(recent):
+            mine = np.unique(r[-self.window :])
+            mine = mine[mine < len(self._fill)]
+            if len(mine):
+                nbr_parts.append(self._nbr[mine].ravel())
+                w_parts.append(self._w[mine].ravel())
+                at_parts.append(np.full(len(mine) * self._slots, i, np.int64))
+        if not nbr_parts:
+            return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
+        nbr, w, at = np.concatenate(nbr_parts), np.concatenate(w_parts), np.concatenate(at_parts)
+        live = (nbr >= 0) & (nbr < n_rows)
+        keys = at[live] * n_rows + nbr[live]
+        w = w[live] / self._scale
+        if len(recent) * n_rows <= _DENSE_MAX:  # small catalogs: one bincount over a dense [B, n] block
+            acc = np.bincount(keys, weights=w, minlength=len(recent) * n_rows)
+            keys = np.flatnonzero(acc)
+            return CoScores(len(recent), n_rows, keys, acc[keys])
+        order = np.argsort(keys, kind="stable")  # large catalogs: sort the (event, row) pairs instead
+        keys, w = keys[order], w[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        return CoScores(len(recent), n_rows, keys[starts], np.add.reduceat(w, starts))
 
-    def score(self, user_recent_items: Sequence[K], candidate_ids: Sequence[K]) -> F64:
-        """Per candidate, its co-engagement with the user's last ``window`` items: ``[n]``."""
-        pos: dict[Hashable, int] = {c: i for i, c in enumerate(candidate_ids)}
-        out = [0.0] * len(candidate_ids)  # a list: scalar += on a numpy array is ~5x slower
-        for it in dict.fromkeys(user_recent_items[-self.window :]):
-            row = self._table.get(it)
-            if row:
-                for other in row.keys() & pos.keys():  # intersect in C, loop over the hits only
-                    out[pos[other]] += row[other]
-        return np.array(out, np.float64) / self._scale
+    def neighbours(self, recent: Rows, n: int, n_rows: int | None = None) -> tuple[Rows, F64]:
+        """The ``n`` rows most co-engaged with ``recent[-window:]`` (scores summed over them), best first
+        (ties by row); ``recent`` themselves are left out."""
+        size = n_rows if n_rows is not None else len(self._fill)
+        rows, scores = self.accumulate([recent], size).top(n, [recent])
+        return rows[0][rows[0] >= 0], scores[0][rows[0] >= 0]
+
+    def score(self, recent: Rows, candidates: Rows) -> F64:
+        """Per candidate row, its co-engagement with ``recent[-window:]``: ``[n]``."""
+        size = max(len(self._fill), int(candidates.max()) + 1 if len(candidates) else 0)
+        return self.accumulate([recent], size).at(candidates[None, :])[0]
+
+
+_DENSE_MAX = 4_000_000  # events x rows up to which a dense bincount beats sorting the pairs
+
+
+class CoScores:
+    """A batch's co-visitation scores, sparse: the ``(event, row)`` pairs with a positive score,
+    as sorted keys ``event * n_rows + row`` and their scores."""
+
+    def __init__(self, n_events: int, n_rows: int, keys: Rows, scores: F64) -> None:
+        self.n_events, self.n_rows, self.keys, self.scores = n_events, n_rows, keys, scores
+
+    def at(self, rows: Rows) -> F64:
+        """Scores of ``rows`` ``[n_events, P]`` (``-1`` padding scores 0) for each event: ``[n_events, P]``."""
+        keys = np.arange(self.n_events)[:, None] * self.n_rows + rows
+        pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        if not len(self.keys):
+            return np.zeros(rows.shape)
+        hit = (self.keys[pos] == keys) & (rows >= 0)
+        return np.where(hit, self.scores[pos], 0.0)
+
+    def top(self, n: int, exclude: Sequence[Rows]) -> tuple[Rows, F64]:
+        """Per event the ``n`` best rows (ties by row) not in that event's ``exclude``, ``-1`` padded:
+        two ``[n_events, n]`` arrays."""
+        rows = np.full((self.n_events, n), -1, np.int64)
+        scores = np.zeros((self.n_events, n))
+        if not len(self.keys) or n <= 0:
+            return rows, scores
+        ex_keys = [i * self.n_rows + ex[(ex >= 0) & (ex < self.n_rows)] for i, ex in enumerate(exclude) if len(ex)]
+        keep = ~np.isin(self.keys, np.concatenate(ex_keys)) if ex_keys else np.ones(len(self.keys), bool)
+        keys, score = self.keys[keep], self.scores[keep]
+        if not len(keys):
+            return rows, scores
+        event, row = keys // self.n_rows, keys % self.n_rows
+        # Each event's entries are contiguous and sorted by row: lay them out as a padded
+        # [events, longest] block and take the n best per line (ties by row: a stable sort).
+        counts = np.bincount(event, minlength=self.n_events)
+        slot = np.arange(len(keys)) - (np.cumsum(counts) - counts)[event]
+        width = int(counts.max())
+        block = np.full((self.n_events, width), -np.inf)
+        block[event, slot] = score
+        ids = np.full((self.n_events, width), -1, np.int64)
+        ids[event, slot] = row
+        take = min(n, width)
+        if take < width:
+            part = np.sort(np.argpartition(-block, take - 1, axis=1)[:, :take], axis=1)
+            block, ids = np.take_along_axis(block, part, axis=1), np.take_along_axis(ids, part, axis=1)
+        order = np.argsort(-block, axis=1, kind="stable")
+        block, ids = np.take_along_axis(block, order, axis=1), np.take_along_axis(ids, order, axis=1)
+        live = np.isfinite(block)
+        rows[:, :take] = np.where(live, ids, -1)
+        scores[:, :take] = np.where(live, block, 0.0)
+        return rows, scores

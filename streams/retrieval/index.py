@@ -27,6 +27,11 @@ class VectorIndex(abc.ABC):
         """For each row of ``queries`` ``[B, d]``, the ``min(k, n)`` rows with the largest inner
         product (and those products), best first: two ``[B, min(k, n)]`` arrays."""
 
+    def similarities(self, queries: F32) -> F32 | None:
+        """Every row's inner product with each query, ``[B, n]``, where the index computes them anyway
+        (exact search); ``None`` for approximate indexes."""
+        return None
+
     def search(self, query: F32, k: int) -> tuple[Ints, F32]:
         """:meth:`search_many` for one query."""
         rows, scores = self.search_many(query.reshape(1, -1), k)
@@ -34,6 +39,9 @@ class VectorIndex(abc.ABC):
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
+
+
+_QUERY_BLOCK = 16
 
 
 class ExactIndex(VectorIndex):
@@ -59,19 +67,23 @@ class ExactIndex(VectorIndex):
         self._vectors[rows] = vectors
         self._n = max(self._n, need)
 
+    def similarities(self, queries: F32) -> F32:
+        # Matrix products over the whole batch: far cheaper than one matrix-vector product per query.
+        # BLAS picks its kernels by shape, and a row's rounding follows them, so the queries go in
+        # zero-padded blocks of a fixed size: a query's scores are then the same bits whatever else
+        # is in its batch (a list must not depend on the events after it, not even in the last bit).
+        n, block = len(queries), _QUERY_BLOCK
+        padded = np.zeros((-(-n // block) * block, self.dim), np.float32)
+        padded[:n] = queries
+        vectors_t = self._vectors[: self._n].T
+        scores = np.empty((len(padded), self._n), np.float32)
+        for start in range(0, len(padded), block):
+            np.matmul(padded[start : start + block], vectors_t, out=scores[start : start + block])
+        out: F32 = scores[:n]
+        return out
+
     def search_many(self, queries: F32, k: int) -> tuple[Ints, F32]:
-        # One matrix product for the whole batch: far cheaper than one matrix-vector product per query.
-        scores = queries @ self._vectors[: self._n].T
-        k = min(k, self._n)
-        if k == 0:
-            return np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0), np.float32)
-        if k < self._n:
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        else:
-            top = np.tile(np.arange(k), (len(queries), 1))
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(top_scores, order, axis=1)
+        return top_rows(self.similarities(queries), k)
 
     def __len__(self) -> int:
         return self._n
@@ -113,3 +125,22 @@ class HnswIndex(VectorIndex):
 
     def __len__(self) -> int:
         return int(self._index.get_current_count())
+
+
+def top_rows(scores: F32, k: int) -> tuple[Ints, F32]:
+    """Per row of ``scores`` ``[B, n]``, the ``min(k, n)`` largest columns and their scores, best first.
+
+    >>> top_rows(np.array([[0.1, 0.9, 0.5]], np.float32), 2)[0].tolist()
+    [[1, 2]]
+    """
+    n = scores.shape[1]
+    k = min(k, n)
+    if k == 0:
+        return np.empty((len(scores), 0), np.int64), np.empty((len(scores), 0), np.float32)
+    if k < n:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.tile(np.arange(k), (len(scores), 1))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(top_scores, order, axis=1)

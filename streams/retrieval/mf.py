@@ -1,37 +1,40 @@
-"""Collaborative filtering learned online: River's matrix factorisation as a candidate source and a feature."""
+"""Collaborative filtering learned online: matrix factorisation as a candidate source and a feature."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from river import optim, reco
 
 F32 = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.int64]
 
 
 class OnlineMF:
-    """``river.reco.BiasedMF`` (or ``FunkMF``) on implicit feedback, with numpy item factors for retrieval.
+    """Biased (or Funk) matrix factorisation on implicit feedback, learned online by SGD, in numpy.
 
-    River keeps factors in per-item dicts, fine for one ``predict_one`` but ~100x slower than one
-    matrix-vector product for ranking a catalog, so every learned item's factors and bias are
-    copied into a ``[items, k]`` matrix right after River updates them (one row per update).
+    The model, loss and per-sample update are River's ``reco.BiasedMF`` / ``reco.FunkMF`` (global
+    mean + user bias + item bias + dot product; SGD with L2 on biases and latents; latents drawn
+    from ``Normal(0, 0.1)`` when first seen), but the parameters are matrices indexed by row (items
+    by catalog row, users by first appearance), so scoring a batch against the catalog is one
+    matrix product and :meth:`learn_many` updates a micro-batch with a few gathers and scatters
+    instead of one River call per sample. A batch's samples are computed from the parameters at
+    its start and their updates added (stale gradients); a batch of one sample is River's
+    ``learn_one`` exactly (a test checks it).
+
     Engagements are positives only, so each positive also learns ``negatives`` items drawn
-    uniformly from the known ones as ``y = 0``; with the logistic loss the score is then a
-    logit of "the user engages with this item".
-
-    Unknown users and items never create River state on read (River's ``predict_one`` would
-    insert random factors): they score as if their factors were zero.
+    uniformly from the known ones as ``y = 0``; with the logistic loss the score is then a logit
+    of "the user engages with this item". Unknown users score as if their factors were zero;
+    only items learned at least once are candidates.
 
     >>> mf = OnlineMF(n_factors=4, negatives=1, seed=0)
     >>> for _ in range(50):
-    ...     for user, item in [("u1", "a"), ("u2", "b")]:
-    ...         mf.learn_one(user, item, True)
-    >>> ids, scores = mf.top_items("u1", 2)
-    >>> ids, mf.predict_one("u1", "a") > mf.predict_one("u1", "b"), mf.top_items("nobody", 2)[0]
-    (['a', 'b'], True, [])
+    ...     mf.learn_many(["u1", "u2"], np.array([0, 1]))
+    >>> rows, scores = mf.top_items(["u1", "nobody"], 2)
+    >>> rows.tolist(), bool(mf.scores(["u1"], np.array([[0, 1]]))[0, 0] > 0)
+    ([[0, 1], [-1, -1]], True)
     """
 
     def __init__(
@@ -45,98 +48,142 @@ class OnlineMF:
         seed: int = 0,
     ) -> None:
         self.n_factors = n_factors
+        self.lr = lr
+        self.l2 = l2
         self.negatives = negatives
         self.biased = kind == "biased"
-        river_loss = optim.losses.Log() if loss == "log" else optim.losses.Squared()
-        init = optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed)
-        self.model: reco.BiasedMF | reco.FunkMF
-        if self.biased:
-            self.model = reco.BiasedMF(
-                n_factors, bias_optimizer=optim.SGD(lr), latent_optimizer=optim.SGD(lr), loss=river_loss,
-                l2_bias=l2, l2_latent=l2, latent_initializer=init, seed=seed,
-            )
-        else:
-            self.model = reco.FunkMF(n_factors, optimizer=optim.SGD(lr), loss=river_loss, l2=l2, initializer=init,
-                                     seed=seed)
+        self.logistic = loss == "log"
         self._rng = np.random.default_rng(seed)
-        self._ids: list[Hashable] = []
-        self._rows: dict[Hashable, int] = {}
-        self._factors = np.zeros((0, n_factors), np.float32)
-        self._bias = np.zeros(0, np.float32)
+        self._users: dict[str, int] = {}
+        self._u = np.zeros((0, n_factors), np.float32)
+        self._ub = np.zeros(0, np.float32)
+        self._v = np.zeros((0, n_factors), np.float32)
+        self._ib = np.zeros(0, np.float32)
+        self._known = np.zeros(0, bool)
+        self._known_rows: list[int] = []
+        self._mean_n = 0
+        self._mean = 0.0
 
     def __len__(self) -> int:
         """Items the model knows."""
-        return len(self._ids)
+        return len(self._known_rows)
 
-    def _row(self, item: Hashable) -> int:
-        row = self._rows.get(item)
-        if row is None:
-            row = len(self._ids)
-            self._rows[item] = row
-            self._ids.append(item)
-            if row >= len(self._factors):
-                cap = max(64, 2 * len(self._factors))
-                self._factors = np.concatenate([self._factors, np.zeros((cap - row, self.n_factors), np.float32)])
-                self._bias = np.concatenate([self._bias, np.zeros(cap - row, np.float32)])
-        return row
+    @property
+    def global_mean(self) -> float:
+        return self._mean if self.biased else 0.0
 
-    def _learn(self, user: Hashable, item: Hashable, y: float) -> None:
-        row = self._row(item)
-        model = self.model
-        model.learn_one(user, item, y)  # type: ignore[no-untyped-call]  # river is untyped
-        self._factors[row] = model.i_latents[item]
-        if isinstance(model, reco.BiasedMF):
-            self._bias[row] = model.i_biases[item]
+    def _user_rows(self, users: Sequence[str], create: bool) -> Rows:
+        rows = np.fromiter((self._users.get(u, -1) for u in users), np.int64, len(users))
+        if create and (rows < 0).any():
+            old = len(self._users)
+            for i in np.flatnonzero(rows < 0).tolist():
+                row = self._users.get(users[i])
+                if row is None:
+                    row = self._users[users[i]] = len(self._users)
+                rows[i] = row
+            need = len(self._users)
+            if need > len(self._u):
+                cap = max(need, 2 * len(self._u), 64)
+                self._u = np.vstack([self._u, np.zeros((cap - len(self._u), self.n_factors), np.float32)])
+                self._ub = np.concatenate([self._ub, np.zeros(cap - len(self._ub), np.float32)])
+            self._u[old:need] = self._rng.normal(0.0, 0.1, (need - old, self.n_factors))
+        return rows
 
-    def learn_one(self, user: Hashable, item: Hashable, y: float | bool = 1.0) -> None:
-        """Learn one observation; a positive ``y`` also learns ``negatives`` random known items as 0.
+    def _item_rows(self, items: Rows) -> None:
+        need = int(items.max()) + 1 if len(items) else 0
+        if need > len(self._v):
+            cap = max(need, 2 * len(self._v), 64)
+            self._v = np.vstack([self._v, np.zeros((cap - len(self._v), self.n_factors), np.float32)])
+            self._ib = np.concatenate([self._ib, np.zeros(cap - len(self._ib), np.float32)])
+            self._known = np.concatenate([self._known, np.zeros(cap - len(self._known), bool)])
+        new = np.unique(items[~self._known[items]])
+        if len(new):
+            self._v[new] = self._rng.normal(0.0, 0.1, (len(new), self.n_factors))
+            self._known[new] = True
+            self._known_rows.extend(new.tolist())
+
+    def learn_many(self, users: Sequence[str], items: Rows, y: npt.ArrayLike = 1.0) -> None:
+        """Learn ``(users[i], items[i], y[i])``; each positive also learns ``negatives`` random known items as 0.
 
         With the logistic loss ``y`` is read as engaged (``> 0``) or not.
         """
-        target = float(y)
-        if isinstance(self.model.loss, optim.losses.Log):
-            target = 1.0 if target > 0 else 0.0
-        self._learn(user, item, target)
-        if target > 0 and self.negatives > 0 and len(self._ids) > 1:
-            for row in self._rng.integers(0, len(self._ids), self.negatives):
-                other = self._ids[int(row)]
-                if other != item:
-                    self._learn(user, other, 0.0)
+        if len(users) == 0:
+            return
+        target = np.broadcast_to(np.asarray(y, np.float32), (len(users),)).astype(np.float32)
+        if self.logistic:
+            target = (target > 0).astype(np.float32)
+        self._item_rows(items)
+        u = self._user_rows(users, create=True)
+        pos = np.flatnonzero(target > 0)
+        if self.negatives > 0 and len(pos) and len(self._known_rows) > 1:
+            known = np.asarray(self._known_rows, np.int64)
+            drawn = known[self._rng.integers(0, len(known), (len(pos), self.negatives))]
+            keep = drawn != items[pos][:, None]  # River's loop skipped a draw of the item itself
+            u = np.concatenate([u, np.repeat(u[pos], self.negatives)[keep.ravel()]])
+            items = np.concatenate([items, drawn.ravel()[keep.ravel()]])
+            target = np.concatenate([target, np.zeros(int(keep.sum()), np.float32)])
+        self._step(u, items, target)
 
-    def _user(self, user: Hashable) -> tuple[F32, float]:
-        """User factors and the per-user constant (global mean + user bias); zeros when unknown."""
-        m = self.model
-        vec = np.asarray(m.u_latents[user], np.float32) if user in m.u_latents else np.zeros(self.n_factors, np.float32)
-        if not self.biased:
-            return vec, 0.0
-        assert isinstance(m, reco.BiasedMF)
-        return vec, float(m.global_mean.get()) + float(m.u_biases.get(user, 0.0))
+    def _step(self, u: Rows, i: Rows, y: F32) -> None:
+        if self.biased:
+            # River updates its running mean before each prediction; a batch adds all its targets first.
+            self._mean_n += len(y)
+            self._mean += (float(y.sum()) - len(y) * self._mean) / self._mean_n
+        uv, iv = self._u[u], self._v[i]
+        pred = np.einsum("ij,ij->i", uv, iv)
+        if self.biased:
+            pred += self._mean + self._ub[u] + self._ib[i]
+        g = (1.0 / (1.0 + np.exp(-np.clip(pred, -30, 30))) - y) if self.logistic else 2.0 * (pred - y)
+        lr, l2 = np.float32(self.lr), np.float32(self.l2)
+        if self.biased:
+            np.add.at(self._ub, u, -lr * (g + l2 * self._ub[u]))
+            np.add.at(self._ib, i, -lr * (g + l2 * self._ib[i]))
+        np.add.at(self._u, u, -lr * (g[:, None] * iv + l2 * uv))
+        np.add.at(self._v, i, -lr * (g[:, None] * uv + l2 * iv))
 
-    def predict_one(self, user: Hashable, item: Hashable) -> float:
-        """The model's raw score (a logit with the logistic loss) for ``user`` and ``item``."""
-        return float(self.scores(user, [item])[0])
-
-    def scores(self, user: Hashable, item_ids: Sequence[Hashable]) -> F32:
-        """Raw scores of ``item_ids`` for ``user`` in one product (a feature for ranking): ``[n]``."""
-        vec, const = self._user(user)
-        rows = np.fromiter((self._rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+    def _user_terms(self, users: Sequence[str]) -> tuple[F32, F32, npt.NDArray[np.bool_]]:
+        """Per user: factors (zeros when unknown), the constant (global mean + bias), known or not."""
+        rows = self._user_rows(users, create=False)
         known = rows >= 0
-        out = np.full(len(item_ids), const, np.float32)
-        out[known] += self._factors[rows[known]] @ vec + self._bias[rows[known]]
+        vecs = np.zeros((len(users), self.n_factors), np.float32)
+        vecs[known] = self._u[rows[known]]
+        const = np.full(len(users), self.global_mean, np.float32)
+        if self.biased:
+            const[known] += self._ub[rows[known]]
+        return vecs, const, known
+
+    def scores(self, users: Sequence[str], rows: Rows) -> F32:
+        """Raw scores (a logit with the logistic loss) of ``rows`` ``[B, P]`` (``-1`` padding) for each of
+        ``users``: ``[B, P]``. Items never learned score the user's constant."""
+        vecs, const, _ = self._user_terms(users)
+        safe = np.where((rows >= 0) & (rows < len(self._v)), rows, 0)
+        known = (rows >= 0) & (rows < len(self._known)) & self._known[safe] if len(self._known) else rows < -1
+        item = np.einsum("bpk,bk->bp", self._v[safe], vecs) + self._ib[safe] if len(self._v) else 0.0
+        out: F32 = np.where(known, item, 0.0).astype(np.float32) + const[:, None]
         return out
 
-    def top_items(self, user: Hashable, n: int, exclude: Iterable[Hashable] = ()) -> tuple[list[Hashable], F32]:
-        """The ``n`` best-scoring known items for ``user``, best first (none for an unknown user)."""
-        if user not in self.model.u_latents or not self._ids:
-            return [], np.zeros(0, np.float32)
-        vec, const = self._user(user)
-        size = len(self._ids)
-        scores = self._factors[:size] @ vec + self._bias[:size] + const
-        drop = [r for r in (self._rows.get(i) for i in exclude) if r is not None]
-        scores[drop] = -np.inf
-        n = min(n, size - len(set(drop)))
-        if n <= 0:
-            return [], np.zeros(0, np.float32)
-        part = np.argpartition(-scores, n - 1)[:n]
-        order = part[np.lexsort((part, -scores[part]))]
-        return [self._ids[r] for r in order], scores[order].astype(np.float32)
+    def top_items(self, users: Sequence[str], n: int, exclude: Sequence[Rows] = ()) -> tuple[Rows, F32]:
+        """Per user the ``n`` best-scoring known items (``exclude[i]`` left out), best first, ``-1``
+        padded (all padding for an unknown user): two ``[B, n]`` arrays."""
+        vecs, const, known_user = self._user_terms(users)
+        rows = np.full((len(users), n), -1, np.int64)
+        out = np.zeros((len(users), n), np.float32)
+        size = len(self._known)
+        if not known_user.any() or n <= 0 or not self._known_rows:
+            return rows, out
+        who = np.flatnonzero(known_user)
+        scores = vecs[who] @ self._v[:size].T + self._ib[:size] + const[who, None]
+        scores[:, ~self._known[:size]] = -np.inf
+        for j, b in enumerate(who.tolist()):
+            if b < len(exclude) and len(exclude[b]):
+                ex = exclude[b]
+                scores[j, ex[(ex >= 0) & (ex < size)]] = -np.inf
+        m = min(n, size)
+        part = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < size else np.tile(np.arange(size), (len(who), 1))
+        top = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -top), axis=1)
+        part, top = np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+        ok = np.isfinite(top)
+        rows[who, :m] = np.where(ok, part, -1)
+        out[who, :m] = np.where(ok, top, 0.0)
+        return rows, out

@@ -19,13 +19,12 @@ import pytest
 from encoders import EMBEDDING_DIM
 from streams.app.applied import unstamp
 from streams.app.worker import CatalogLoader, vectors_topic_name
+from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType, Item
 from streams.demo.movielens import load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
-from streams.recommender import build_recommender, make_index
-from streams.retrieval import Catalog
 from streams.settings import Settings
 from streams.testing import run_batch
 from tests.integration.conftest_kafka import free_ports
@@ -133,7 +132,7 @@ def scrape(settings: Settings, name: str) -> float:
 
 async def reference_states(settings: Settings, events: list[Event]) -> dict[bytes, bytes]:
     """The user states of an uncrashed run: the same code folds the same events in-process."""
-    catalog = Catalog(EMBEDDING_DIM, index=make_index(settings, EMBEDDING_DIM))
+    catalog = make_catalog(settings, EMBEDDING_DIM)
     CatalogLoader(settings, catalog).load(
         [r.value for r in await read_records(settings.kafka_bootstrap, vectors_topic_name(settings), idle_s=1.0)]
     )

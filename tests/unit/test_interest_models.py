@@ -178,50 +178,99 @@ def test_relevance_model_ranks_clicked_items_first() -> None:
     assert auc > 0.75, auc
 
 
-def test_relevance_predict_many_matches_river() -> None:
+def test_relevance_model_is_rivers_logistic_regression_and_predict_many_matches_it() -> None:
+    """Learned one impression at a time, the numpy model is River's LogisticRegression with AdaGrad."""
+    from river import linear_model, optim
+
     rng = np.random.default_rng(3)
-    model = RelevanceModel()
+    model = RelevanceModel(chunk=1)
+    river = linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1), intercept_lr=0.05, l2=0.0)
     for _ in range(300):
-        model.learn_one(dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True)), bool(rng.random() < 0.4))
+        x = dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True))
+        y = bool(rng.random() < 0.4)
+        model.learn_one(x, y)
+        river.learn_one(x, y)
     rows = [dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True)) for _ in range(20)]
-    expected = [model.model.predict_proba_one(r)[True] for r in rows]  # type: ignore[no-untyped-call]
+    expected = [river.predict_proba_one(r)[True] for r in rows]  # type: ignore[no-untyped-call]
     assert np.allclose(model.predict_many(rows), expected, atol=1e-5)
     matrix = np.array([[r[f] for f in FEATURES] for r in rows], np.float32)
     assert np.allclose(model.predict_many(matrix), expected, atol=1e-5)
     assert model.predict_many(np.zeros((0, len(FEATURES)), np.float32)).shape == (0,)
 
 
+def test_relevance_model_learns_in_batches_like_one_by_one() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.random((400, len(FEATURES))).astype(np.float32)
+    y = X[:, 0] + 0.3 * rng.random(400) > 0.7
+    one, batched = RelevanceModel(chunk=1), RelevanceModel()
+    for x, t in zip(X, y, strict=True):
+        one.learn_many(x[None], [t])
+    batched.learn_many(X, y)
+    assert np.corrcoef(one.predict_many(X), batched.predict_many(X))[0, 1] > 0.99
+
+
 # --- co-visitation --------------------------------------------------------------------------------
+
+
+class _Rows(dict[str, int]):
+    """Item ids to dense rows, as the catalog gives them."""
+
+    def __missing__(self, key: str) -> int:
+        self[key] = len(self)
+        return self[key]
+
+    def of(self, ids: list[str]) -> np.ndarray:
+        return np.array([self[i] for i in ids], np.int64)
+
+    def ids(self, rows: np.ndarray) -> list[str]:
+        names = {v: k for k, v in self.items()}
+        return [names[int(r)] for r in rows]
 
 
 def test_co_engaged_items_become_neighbours() -> None:
     rng = np.random.default_rng(0)
     groups = [[f"g{g}_{i}" for i in range(8)] for g in range(3)]
     noise = [f"n{i}" for i in range(500)]
+    rows = _Rows()
     cv = CoVisitation(max_neighbours=10, window=5)
     for _ in range(300):
         group = groups[rng.integers(3)]
         history: list[str] = []
         for _ in range(6):
             item = group[rng.integers(8)] if rng.random() < 0.8 else noise[rng.integers(500)]
-            cv.update(history, item)
+            cv.update(rows.of(history), rows[item])
             history.append(item)
-    ids, scores = cv.neighbours(["g0_0"], 5)
+    found, scores = cv.neighbours(rows.of(["g0_0"]), 5)
+    ids = rows.ids(found)
     assert len(ids) == 5 and all(str(i).startswith("g0_") for i in ids)
     assert (np.diff(scores) <= 0).all()
-    s = cv.score(["g1_0", "g1_1"], ["g1_2", "g0_2", "unknown"])
+    s = cv.score(rows.of(["g1_0", "g1_1"]), rows.of(["g1_2", "g0_2", "unknown"]))
     assert s[0] > 5 * s[1] and s[2] == 0.0
     # a noise item met next to hundreds of others keeps a bounded table
-    assert max(cv.n_neighbours(i) for i in groups[0] + noise) <= 20
+    assert max(cv.n_neighbours(rows[i]) for i in groups[0] + noise) <= 20
 
 
 def test_neighbour_tables_stay_bounded() -> None:
+    rows = _Rows()
     cv = CoVisitation(max_neighbours=5)
     for i in range(1000):
-        cv.update(["hub", "hub"], f"x{i}")
-        cv.update(["hub"], "x0")  # one steady neighbour must survive the churn
-    assert cv.n_neighbours("hub") <= 10
-    assert cv.neighbours(["hub"], 1)[0] == ["x0"]
+        cv.update(rows.of(["hub", "hub"]), rows[f"x{i}"])
+        cv.update(rows.of(["hub"]), rows["x0"])  # one steady neighbour must survive the churn
+    assert cv.n_neighbours(rows["hub"]) <= 10
+    assert rows.ids(cv.neighbours(rows.of(["hub"]), 1)[0]) == ["x0"]
+
+
+def test_batched_update_equals_one_by_one_while_no_row_is_cut() -> None:
+    rng = np.random.default_rng(5)
+    one, batched = CoVisitation(max_neighbours=50, window=4, half_life=30.0), CoVisitation(50, 4, 30.0)
+    recent = [rng.integers(0, 40, rng.integers(0, 6)) for _ in range(60)]
+    items, weights = rng.integers(0, 40, 60), rng.choice([0.0, 0.5, 1.0], 60)
+    for r, i, w in zip(recent, items, weights, strict=True):
+        one.update(r, int(i), float(w))
+    batched.update_many(recent, items, weights)
+    for r in recent[:10]:
+        a, b = one.neighbours(r, 20, 40), batched.neighbours(r, 20, 40)
+        assert a[0].tolist() == b[0].tolist() and np.allclose(a[1], b[1])
 
 
 # --- online matrix factorisation ------------------------------------------------------------------
@@ -234,33 +283,46 @@ def test_mf_learns_a_low_rank_preference() -> None:
     logits = 2.0 * users @ items.T
     prob = np.exp(logits - logits.max(axis=1, keepdims=True))
     prob /= prob.sum(axis=1, keepdims=True)
-    stream: list[tuple[str, str]] = []
-    held_out: dict[str, tuple[str, list[str]]] = {}
+    stream: list[tuple[str, int]] = []
+    held_out: dict[str, tuple[int, list[int]]] = {}
     for u in range(n_users):
         picks = rng.choice(n_items, per_user + 1, replace=False, p=prob[u])
-        stream += [(f"u{u}", f"i{i}") for i in picks[:per_user]]
-        held_out[f"u{u}"] = (f"i{picks[-1]}", [f"i{i}" for i in picks[:per_user]])
+        stream += [(f"u{u}", int(i)) for i in picks[:per_user]]
+        held_out[f"u{u}"] = (int(picks[-1]), [int(i) for i in picks[:per_user]])
     order = rng.permutation(len(stream))
     mf = OnlineMF(n_factors=8, lr=0.3, negatives=4, seed=1)
     for j in order:
         user, item = stream[j]
-        mf.learn_one(user, item, True)
-    hits = sum(item in mf.top_items(user, 10, exclude=seen)[0] for user, (item, seen) in held_out.items())
+        mf.learn_many([user], np.array([item]))
+    names = list(held_out)
+    top, _ = mf.top_items(names, 10, exclude=[np.array(held_out[u][1]) for u in names])
+    hits = sum(held_out[u][0] in top[b] for b, u in enumerate(names))
     random_rate = 10 / (n_items - per_user)
     assert hits / n_users > 3 * random_rate, hits / n_users
 
 
-def test_mf_numpy_scores_match_river_and_reads_do_not_grow_the_model() -> None:
-    mf = OnlineMF(n_factors=4, negatives=2, seed=0)
+def test_mf_is_rivers_biased_mf_one_sample_at_a_time_and_reads_do_not_grow_the_model() -> None:
+    from river import optim, reco
+
+    river = reco.BiasedMF(4, bias_optimizer=optim.SGD(0.05), latent_optimizer=optim.SGD(0.05),
+                          loss=optim.losses.Log(), l2_bias=0.001, l2_latent=0.001, seed=0)
+    mf = OnlineMF(n_factors=4, negatives=0, seed=0)
+    users, items = [f"u{k}" for k in range(7)], np.arange(13)
+    mf.learn_many(users, np.zeros(7, np.int64), np.zeros(7))  # creates every user (and item 0) ...
+    mf.learn_many(["u0"] * 13, items, np.zeros(13))  # ... and every item; then start both from River's draws
+    mf._u[:7] = [river.u_latents[u] for u in users]
+    mf._v[:13] = [river.i_latents[i] for i in items]
+    mf._ub[:], mf._ib[:], mf._mean, mf._mean_n = 0.0, 0.0, 0.0, 0
+    rng = np.random.default_rng(1)
     for k in range(200):
-        mf.learn_one(f"u{k % 7}", f"i{k % 13}", True)
-    users, items = len(mf.model.u_latents), len(mf.model.i_latents)
-    ids = [f"i{i}" for i in range(13)]
-    expected = [mf.model.predict_one("u3", i) for i in ids]  # type: ignore[no-untyped-call]
-    assert np.allclose(mf.scores("u3", ids), expected, atol=1e-5)
-    assert mf.predict_one("u3", "i5") == pytest.approx(expected[5], abs=1e-5)
-    mf.scores("stranger", ["new-item"])
-    mf.top_items("stranger", 5)
-    assert (len(mf.model.u_latents), len(mf.model.i_latents)) == (users, items)
-    top, top_scores = mf.top_items("u3", 20, exclude=["i0"])
-    assert len(top) == 12 and "i0" not in top and (np.diff(top_scores) <= 0).all()
+        user, item, y = users[k % 7], int(k % 13), float(rng.random() < 0.5)
+        mf.learn_many([user], np.array([item]), y)
+        river.learn_one(user, item, y)  # type: ignore[no-untyped-call]
+    expected = [river.predict_one("u3", i) for i in items]  # type: ignore[no-untyped-call]
+    assert np.allclose(mf.scores(["u3"], items[None])[0], expected, atol=1e-4)
+    before = (len(mf._users), len(mf))
+    mf.scores(["stranger"], np.array([[20]]))
+    mf.top_items(["stranger"], 5)
+    assert (len(mf._users), len(mf)) == before
+    top, top_scores = mf.top_items(["u3"], 20, exclude=[np.array([0])])
+    assert (top[0] >= 0).sum() == 12 and 0 not in top[0] and (np.diff(top_scores[0][top[0] >= 0]) <= 0).all()

@@ -9,10 +9,10 @@ import numpy.typing as npt
 import pytest
 
 from encoders import Encoder, EncoderError
+from streams.build import build_recommender
 from streams.contracts import Event, Recommendation, RecommendedItem
 from streams.metrics import EXPLORE, ListProbe, Metrics, intra_list_diversity
 from streams.metrics.instrument import InstrumentedEncoder
-from streams.recommender import build_recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 from tests.unit import test_layering

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streams.build import build_recommender
 from streams.contracts import Event
 from streams.explore import ThompsonSampling, explore_slots
-from streams.recommender import Recommender, build_recommender
+from streams.recommender import Recommender
 from streams.rerank.calibration import miscalibration
 from streams.retrieval import Catalog, CatalogItem, ExactIndex, HnswIndex
 from streams.settings import Settings
