@@ -119,7 +119,6 @@ def core(
                     _ms(r["wall_ms_per_event"]),
                     _rate(r["events_per_s"]),
                     _ms(r["batch_wall_ms_p50"]),
-                    "",
                 ]
             )
     kinds = [i.strip() for i in indexes.split(",") if i.strip()]
@@ -148,7 +147,10 @@ def core(
     if "profile" in section:
         _profile_table(section["profile"], section["profile_batch"])
     title = f"core: Recommender.process alone, policy {settings.policy}, K={settings.k}, one core"
-    columns = ["run", "CPU ms/event", "wall ms/event", "events/s", "batch p50 ms", "RSS"]
+    columns = ["run", "CPU ms/event", "wall ms/event", "events/s", "batch p50 ms"]
+    if "scale" in section:
+        columns.append("RSS")
+        rows = [[*row, ""] if len(row) < len(columns) else row for row in rows]
     publish(out, "core", section, title, columns, rows)
 
 
@@ -159,10 +161,10 @@ def _profile_table(profile: list[dict[str, Any]], batch: int, top: int = 10) -> 
     for r in profile[:top]:
         table.add_row(
             r["function"][:48],
-            r["where"],
+            r["where"].rsplit("/", 1)[-1],
             _ms(r["tottime_ms_per_event"]),
             _ms(r["cumtime_ms_per_event"]),
-            f"{r['calls_per_event']:,.1f}",
+            f"{r['calls_per_event']:,.2f}",
         )
     console.print(table)
 
