@@ -1,4 +1,4 @@
-"""``streamrec bench [rerank|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
+"""``streamrec bench [rerank|core|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
 
 Never a timed assertion anywhere: these are measurements, named by machine, commit and date.
 """
@@ -74,6 +74,99 @@ def rerank(
         ["algorithm", "median ms", "p99 ms", "runs"],
         rows,
     )
+
+
+@app.command()
+def core(
+    out: Path = OUT,
+    events: int = typer.Option(2_000, help="timed events per batch size (the same ones for each)"),
+    warmup: int = typer.Option(20_000, help="events replayed at batch 100 before timing (not timed)"),
+    batches: str = typer.Option("1,10,100,500", help="batch sizes"),
+    policy: str = typer.Option("", help="policy (default: the settings' policy)"),
+    movielens: bool = typer.Option(True, help="the MovieLens run (--no-movielens: only the --items scale runs)"),
+    items: str = typer.Option("", help="scale: synthetic catalogs of these sizes, e.g. 100000,1000000 (slow)"),
+    indexes: str = typer.Option("exact,hnsw", help="scale: index kinds to measure at each size"),
+    scale_warmup: int = typer.Option(2_000, help="scale: events replayed before timing"),
+    scale_events: int = typer.Option(1_000, help="scale: timed events at batch 100"),
+) -> None:
+    """Recommender.process alone on one core: CPU ms per event by batch size, a profile; --items: scale."""
+    from streams.bench.core import INDEXES, PROFILE_BATCH, bench_core, bench_scale, movielens_workload, progress_bar
+    from streams.policies import POLICY_NAMES
+    from streams.settings import Settings
+
+    if policy and policy not in POLICY_NAMES:
+        raise typer.BadParameter(f"unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}", param_hint="--policy")
+    settings = Settings()
+    settings = settings.model_copy(update={"policy": policy}) if policy else settings
+    section: dict[str, Any] = {}
+    rows: list[Row] = []
+    if movielens:
+        workload = movielens_workload(settings)
+        with progress_bar(console) as progress:
+            section = bench_core(
+                workload,
+                settings,
+                warmup=warmup,
+                events=events,
+                batches=[int(b) for b in _float_list(batches)],
+                progress=progress,
+            )
+        for size, r in section["batches"].items():
+            rows.append(
+                [
+                    f"{workload.name}, batch {size}",
+                    _ms(r["cpu_ms_per_event"]),
+                    _ms(r["wall_ms_per_event"]),
+                    _rate(r["events_per_s"]),
+                    _ms(r["batch_wall_ms_p50"]),
+                ]
+            )
+    kinds = [i.strip() for i in indexes.split(",") if i.strip()]
+    if unknown := [i for i in kinds if i not in INDEXES]:
+        raise typer.BadParameter(f"unknown index {unknown}; known: {', '.join(INDEXES)}", param_hint="--indexes")
+    if items:
+        section["scale"] = bench_scale(
+            [int(n) for n in _float_list(items)],
+            settings,
+            indexes=kinds,
+            warmup=scale_warmup,
+            events=scale_events,
+        )
+        for n, by_index in section["scale"].items():
+            for index, r in by_index.items():
+                rows.append(
+                    [
+                        f"{int(n):,} synthetic items, {index}, batch {PROFILE_BATCH}",
+                        _ms(r["cpu_ms_per_event"]),
+                        _ms(r["wall_ms_per_event"]),
+                        _rate(r["events_per_s"]),
+                        _ms(r["batch_wall_ms_p50"]),
+                        f"{r['rss_mb']:,.0f} MiB ({r['catalog_mb']:,.0f} catalog)",
+                    ]
+                )
+    if "profile" in section:
+        _profile_table(section["profile"], section["profile_batch"])
+    title = f"core: Recommender.process alone, policy {settings.policy}, K={settings.k}, one core"
+    columns = ["run", "CPU ms/event", "wall ms/event", "events/s", "batch p50 ms"]
+    if "scale" in section:
+        columns.append("RSS")
+        rows = [[*row, ""] if len(row) < len(columns) else row for row in rows]
+    publish(out, "core", section, title, columns, rows)
+
+
+def _profile_table(profile: list[dict[str, Any]], batch: int, top: int = 10) -> None:
+    table = Table(title=f"core profile at batch {batch}: top {top} by own time (cProfile, inflated), ms per event")
+    for i, column in enumerate(["function", "where", "own ms", "cumulative ms", "calls"]):
+        table.add_column(column, justify="left" if i < 2 else "right")
+    for r in profile[:top]:
+        table.add_row(
+            r["function"][:48],
+            r["where"].rsplit("/", 1)[-1],
+            _ms(r["tottime_ms_per_event"]),
+            _ms(r["cumtime_ms_per_event"]),
+            f"{r['calls_per_event']:,.2f}",
+        )
+    console.print(table)
 
 
 def _float_list(text: str) -> list[float]:
@@ -235,7 +328,13 @@ def memory(
     publish(out, "memory", section, title, ["state", "users", "mean bytes", "p50 bytes", "max bytes"], rows)
 
 
-PARTS: dict[str, Callable[..., None]] = {"rerank": rerank, "memory": memory, "encoder": encoder, "pipeline": pipeline}
+PARTS: dict[str, Callable[..., None]] = {
+    "rerank": rerank,
+    "core": core,
+    "memory": memory,
+    "encoder": encoder,
+    "pipeline": pipeline,
+}
 
 
 @app.command("all")

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+from streams.bench import core as core_bench
 from streams.bench import merge_section
 from streams.bench.catalog import EmbeddedCatalog
+from streams.bench.core import bench_core, synthetic_workload
 from streams.bench.memory import bench_memory
 from streams.cli import app
 from streams.contracts import Event, EventType, Item
@@ -68,3 +71,54 @@ def test_cli_rerank_merges_into_the_json_and_prints_a_table(tmp_path: Path) -> N
     data = json.loads(out.read_text())
     assert data["memory"] == {"kept": True}
     assert data["rerank"]["k"] == 5 and set(data["rerank"]["results"]) >= {"dpp", "naive_dpp", "mmr"}
+
+
+def _positive_timings(r: dict[str, float]) -> None:
+    assert r["events"] > 0
+    for key in ("cpu_ms_per_event", "wall_ms_per_event", "events_per_s", "batch_wall_ms_p50"):
+        assert r[key] > 0, key
+
+
+def test_core_times_each_batch_size_on_the_same_events_and_profiles() -> None:
+    workload = synthetic_workload(200, 500, users=20, dim=32)
+    report = bench_core(workload, Settings(), warmup=300, events=200, batches=[1, 10, 100], top=8)
+    assert report["workload"]["items"] == 200 and report["workload"]["timed_events"] == 200
+    assert set(report["batches"]) == {"1", "10", "100"}
+    for size, r in report["batches"].items():
+        assert r["batch_size"] == int(size) and r["events"] == 200
+        _positive_timings(r)
+    for key in ("profile", "profile_cumulative"):
+        rows = report[key]
+        assert 0 < len(rows) <= 8
+        assert {"function", "where", "calls_per_event", "tottime_ms_per_event", "cumtime_ms_per_event"} <= rows[
+            0
+        ].keys()
+    assert any(r["function"] == "process" for r in report["profile_cumulative"])
+    assert report["target"]["measured"] == report["batches"]["100"]["cpu_ms_per_event"]
+
+
+def test_core_refuses_more_events_than_the_workload_has() -> None:
+    with pytest.raises(ValueError, match="events"):
+        bench_core(synthetic_workload(50, 100, users=5, dim=8), Settings(), warmup=80, events=40)
+
+
+def test_cli_core_merges_batches_profile_and_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI on a tiny stand-in for MovieLens, and one scale run in its own process."""
+    monkeypatch.setattr(
+        core_bench, "movielens_workload", lambda settings: synthetic_workload(150, 300, users=10, dim=16)
+    )
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"rerank": {"kept": True}}))
+    args = ["bench", "core", "--out", str(out), "--warmup", "150", "--events", "100", "--batches", "1,100"]
+    args += ["--items", "300", "--indexes", "exact", "--scale-warmup", "100", "--scale-events", "100"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "core profile" in result.output
+    data = json.loads(out.read_text())
+    assert data["rerank"] == {"kept": True}
+    core = data["core"]
+    assert {"commit", "date", "cores"} <= core["environment"].keys()
+    assert set(core["batches"]) == {"1", "100"} and core["profile"]
+    scaled = core["scale"]["300"]["exact"]
+    _positive_timings(scaled)
+    assert scaled["items"] == 300 and scaled["rss_mb"] > 0 and scaled["vectors_mb"] > 0
