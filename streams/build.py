@@ -19,7 +19,7 @@ def make_index(settings: Settings, dim: int) -> VectorIndex:
 
 def make_catalog(settings: Settings, dim: int) -> Catalog:
     """An empty catalog with the settings' index and reranking vectors."""
-    return Catalog(dim, index=make_index(settings, dim), compact_dim=settings.rerank_dim)
+    return Catalog(dim, index=make_index(settings, dim), compact_dim=settings.compact_dim)
 
 
 def make_interest(settings: Settings, dim: int) -> MultiInterest:

@@ -42,6 +42,7 @@ from streams.policies import Policy, assign
 from streams.rerank import ListContext
 from streams.retrieval import Catalog
 from streams.retrieval.covisit import CoScores, CoVisitation
+from streams.retrieval.index import blocked_product, top_rows
 from streams.retrieval.mf import OnlineMF
 
 Rows = npt.NDArray[np.int64]
@@ -125,6 +126,14 @@ class _Pending:
     before: MultiInterestState  # snapshot right before it (rewards are learned from it)
     policy: Policy
     arm: str
+
+
+@dataclass(frozen=True)
+class _Similarities:
+    """A batch's queries times every item (``scores`` ``[queries, n]``) and the item norms to divide by."""
+
+    scores: F32
+    norms: F32
 
 
 @dataclass
@@ -223,10 +232,10 @@ class Recommender:
                                            for p in pending]
         seen = [self.catalog.rows(p.state.history) for p in pending]
         recent = [self.catalog.rows(p.state.history[-self.covisit.window :]) for p in pending]
-        queries, similarities, similar = self._similar(pending)
+        queries, product, similar = self._similar(pending)
         co = self.covisit.accumulate(recent, len(self.catalog))
         pool = self._pool(pending, seen, recent, similar, co)
-        relevance = self._relevance(pending, pool, queries, similarities, co)
+        relevance = self._relevance(pending, pool, queries, product, co)
         picks, rerank_s = self._rerank(pending, pool, relevance)
         lists, traces = [], []
         for b, p in enumerate(pending):
@@ -245,9 +254,12 @@ class Recommender:
             traces.append(ListTrace(p.policy.name, p.policy.reranker.name, pool_mix, rerank_s[b]))
         return lists, traces
 
-    def _similar(self, pending: Sequence[_Pending]) -> tuple[list[F32], F32 | None, list[list[tuple[Rows, int]]]]:
-        """Each event's unit interest queries, the index's similarities of all of them when it computes
-        them anyway (exact search), and per event the ``(rows, budget)`` of each centroid's search."""
+    def _similar(
+        self, pending: Sequence[_Pending]
+    ) -> tuple[list[F32], _Similarities | None, list[list[tuple[Rows, int]]]]:
+        """Each event's unit interest queries, the batch product of all of them with every item when
+        search computes it anyway (exact search), and per event the ``(rows, budget)`` of each
+        centroid's search."""
         queries, weights = zip(*(self.interest.queries(p.state) for p in pending), strict=True)
         sizes = [len(q) for q in queries]
         similar: list[list[tuple[Rows, int]]] = [[] for _ in pending]
@@ -255,19 +267,24 @@ class Recommender:
             return list(queries), None, similar
         want = self.mix.similar + max(len(p.state.history) for p in pending)
         stacked = np.concatenate(queries)
-        similarities = self.catalog.index.similarities(stacked)
-        if similarities is not None:
-            from streams.retrieval.index import top_rows
-
-            ann_rows, _ = top_rows(similarities, want)
+        catalog, compact = self.catalog, self.catalog.compact
+        product: _Similarities | None = None
+        if catalog.index.exact and compact.active:
+            # Exact search in the compact space: the same product on a fraction of the dimensions.
+            scores = blocked_product(compact.project(stacked), compact.vectors[: len(catalog)])
+            product = _Similarities(scores, np.ones(len(catalog), np.float32))
+        elif (full := catalog.index.similarities(stacked)) is not None:
+            product = _Similarities(full, np.maximum(catalog.norms(), np.float32(1e-12)))
+        if product is not None:
+            ann_rows, _ = top_rows(product.scores, want)
         else:
-            ann_rows, _ = self.catalog.index.search_many(stacked, want)
+            ann_rows, _ = catalog.index.search_many(stacked, want)
         offset = 0
         for b, (w, n_q) in enumerate(zip(weights, sizes, strict=True)):
             budgets = split_budget(w, self.mix.similar).tolist() if n_q else []
             similar[b] = [(ann_rows[offset + j], int(budget)) for j, budget in enumerate(budgets)]
             offset += n_q
-        return list(queries), similarities, similar
+        return list(queries), product, similar
 
     def _pool(
         self,
@@ -317,23 +334,20 @@ class Recommender:
             seen_mask,
         )
 
-    def _cosine(self, queries: Sequence[F32], rows: Rows, similarities: F32 | None = None) -> F32:
+    def _cosine(self, queries: Sequence[F32], rows: Rows, similar: _Similarities | None = None) -> F32:
         """Per event ``b`` and row ``rows[b, p]``, the cosine to the nearest of ``queries[b]`` (0 for a
-        cold user): ``[B, P]``; read from ``similarities`` (``[sum of queries, n]``) when given."""
+        cold user): ``[B, P]``; read from the batch's ``similar`` product when there is one."""
         n_events, width = rows.shape
         m = max((len(q) for q in queries), default=0)
         if m == 0:
             return np.zeros((n_events, width), np.float32)
         safe = np.where(rows >= 0, rows, 0)
-        norms = np.linalg.norm(self.catalog.vectors[: len(self.catalog)], axis=1) if similarities is not None else None
         best = np.full((n_events, width), -np.inf, np.float32)
-        if similarities is not None and norms is not None:
+        if similar is not None:
             offset = 0
             for b, q in enumerate(queries):  # a gather per event: [m_b, P] of the batch product
                 if len(q):
-                    best[b] = similarities[offset : offset + len(q)][:, safe[b]].max(axis=0) / np.maximum(
-                        norms[safe[b]], np.float32(1e-12)
-                    )
+                    best[b] = similar.scores[offset : offset + len(q)][:, safe[b]].max(axis=0) / similar.norms[safe[b]]
                 offset += len(q)
         else:
             padded = np.zeros((n_events, m, self.catalog.dim), np.float32)
@@ -370,12 +384,13 @@ class Recommender:
         )
 
     def _relevance(
-        self, pending: Sequence[_Pending], pool: Pool, queries: Sequence[F32], similarities: F32 | None, co: CoScores
+        self, pending: Sequence[_Pending], pool: Pool, queries: Sequence[F32], product: _Similarities | None,
+        co: CoScores,
     ) -> F64:
         """Each candidate's relevance, ``-inf`` on the padding: ``[B, P]``."""
         states = [p.state for p in pending]
         ts = np.array([p.event.ts for p in pending])
-        cosine = self._cosine(queries, pool.rows, similarities)
+        cosine = self._cosine(queries, pool.rows, product)
         features = self._features(states, [p.event.user_id for p in pending], ts, pool.rows, cosine, co.at(pool.rows))
         valid = pool.valid
         # Until the click model has seen enough impressions its output is noise: lean on the
@@ -389,7 +404,9 @@ class Recommender:
         relevance = (1 - trust) * prior + trust * self.relevance.predict_many(features)
         return np.where(valid, relevance, -np.inf)
 
-    def _rerank(self, pending: Sequence[_Pending], pool: Pool, relevance: F64) -> tuple[npt.NDArray[np.intp], list[float]]:
+    def _rerank(
+        self, pending: Sequence[_Pending], pool: Pool, relevance: F64
+    ) -> tuple[npt.NDArray[np.intp], list[float]]:
         """Per event the chosen pool positions (``-1`` padding) and the seconds its reranker took
         (a group's time shared by its lists)."""
         n_events = len(pending)
@@ -401,7 +418,8 @@ class Recommender:
         for members in groups.values():
             idx = np.array(members)
             reranker = pending[members[0]].policy.reranker
-            rel, positions = relevance[idx], np.broadcast_to(np.arange(relevance.shape[1]), (len(idx), relevance.shape[1]))
+            rel = relevance[idx]
+            positions = np.broadcast_to(np.arange(rel.shape[1]), rel.shape)
             if self.rerank_pool and rel.shape[1] > self.rerank_pool:
                 # The reranker sees the most relevant candidates only, in pool order.
                 keep = np.sort(np.argsort(-rel, axis=1, kind="stable")[:, : self.rerank_pool], axis=1)

@@ -95,9 +95,10 @@ class Settings(BaseSettings):
     rerank_pool: int = Field(
         default=0, ge=0, description="The most relevant candidates each list's reranker sees (0: the whole pool)"
     )
-    rerank_dim: int = Field(
-        default=0, ge=0, description="Dimensions of the item vectors the rerankers compare (0: full; else a "
-        "projection on the catalog's top singular vectors)"
+    compact_dim: int = Field(
+        default=0, ge=0, description="Dimensions of the item vectors compared while serving: nearest items, the "
+        "cosine feature, the rerankers' similarity (0: the full vectors; else their projection on the catalog's "
+        "top singular vectors)"
     )
     interest_half_life: float = Field(
         default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"

@@ -40,11 +40,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from threadpoolctl import threadpool_limits
 
+# The core is being rewritten: its entry points are imported here and nowhere else in the bench.
+from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType
 from streams.evaluate.data import catalog_vectors, load_dataset
-
-# The core is being rewritten: its entry points are imported here and nowhere else in the bench.
-from streams.recommender import Recommender, build_recommender, make_index
+from streams.recommender import Recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 
@@ -132,7 +132,7 @@ def build_catalog(
 ) -> Catalog:
     """The catalog with the settings' index kind, upserted ``chunk`` items at a time (``advance(n)``
     after each: building HNSW for a million items takes minutes)."""
-    catalog = Catalog(workload.vectors.shape[1], index=make_index(settings, workload.vectors.shape[1]))
+    catalog = make_catalog(settings, workload.vectors.shape[1])
     for start in range(0, len(workload.items), chunk):
         catalog.upsert(workload.items[start : start + chunk], workload.vectors[start : start + chunk])
         if advance is not None:

@@ -58,7 +58,8 @@ class Baseline(Recommender):
             return query_rows if query_rows is not None and not p.state.is_cold else []
         if self.kind == "funkmf":
             rows, _ = self.mf.top_items([p.event.user_id], want, exclude=[catalog.rows(p.state.history)])
-            return rows[0][rows[0] >= 0]
+            mine: Rows = rows[0][rows[0] >= 0]
+            return mine
         return []  # popular: the fill-up alone
 
     def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:

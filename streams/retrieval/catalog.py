@@ -35,6 +35,19 @@ class CompactVectors:
         self._fitted_on = 0
         self.vectors = np.zeros((0, self.dim), np.float32)
 
+    @property
+    def active(self) -> bool:
+        """Whether the rows are a projection (``dim`` below the vectors' dimension)."""
+        return self._basis is not None
+
+    def project(self, vectors: F32) -> F32:
+        """``vectors`` (full dimension) as unit rows in the compact space."""
+        if self._basis is None:
+            return vectors
+        projected = vectors @ self._basis.T
+        out: F32 = projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), np.float32(1e-12))
+        return out
+
     def upsert(self, all_vectors: F32, rows: npt.NDArray[np.int64]) -> None:
         """Project ``rows`` of ``all_vectors`` (the catalog's, by row); refit when the catalog doubled."""
         n = len(all_vectors)
@@ -51,9 +64,7 @@ class CompactVectors:
             basis[: min(self.dim, len(vt))] = vt[: self.dim]
             self._basis, self._fitted_on = basis, n
             rows = np.arange(n)
-        projected = all_vectors[rows] @ self._basis.T
-        norms = np.linalg.norm(projected, axis=1, keepdims=True)
-        self.vectors[rows] = projected / np.maximum(norms, np.float32(1e-12))
+        self.vectors[rows] = self.project(all_vectors[rows])
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +93,7 @@ class Catalog:
         dim: int,
         index: VectorIndex | None = None,
         popularity_half_life: float = 5000.0,
-        compact_dim: int = 64,
+        compact_dim: int = 0,
     ) -> None:
         self.dim = dim
         self.index: VectorIndex = index if index is not None else ExactIndex(dim)
@@ -94,6 +105,7 @@ class Catalog:
         self._categories: dict[str, int] = {}
         self._codes = np.full((0, 1), -1, dtype=np.int32)
         self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self._norms = np.zeros(0, dtype=np.float32)
         self._pop = np.zeros(0, dtype=np.float64)
         self._created = np.zeros(0, dtype=np.float64)
         self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
@@ -185,6 +197,7 @@ class Catalog:
             vectors_grown = np.zeros((cap, self.dim), dtype=np.float32)
             vectors_grown[: len(self.vectors)] = self.vectors
             self.vectors = vectors_grown
+            self._norms = np.concatenate([self._norms, np.zeros(cap - len(self._norms), np.float32)])
             self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
             self._created = np.concatenate([self._created, np.zeros(cap - len(self._created))])
             self._ids = np.concatenate([self._ids, np.empty(cap - len(self._ids), dtype=object)])
@@ -198,6 +211,7 @@ class Catalog:
             for j, name in enumerate(item.categories):
                 self._codes[at, j] = self._categories.setdefault(name, len(self._categories))
         self.vectors[rows] = vectors
+        self._norms[rows] = np.linalg.norm(self.vectors[rows], axis=1)
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
         self.compact.upsert(self.vectors[: len(self.items)], rows)
@@ -215,6 +229,10 @@ class Catalog:
     def popularity(self) -> npt.NDArray[np.float64]:
         """Decayed engagement count of every item, by row."""
         return self._pop[: len(self.items)] / self._pop_scale
+
+    def norms(self) -> F32:
+        """The L2 norm of every item's vector, by row."""
+        return self._norms[: len(self.items)]
 
     def created_at(self) -> npt.NDArray[np.float64]:
         """Creation time of every item, by row."""

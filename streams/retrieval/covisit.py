@@ -143,9 +143,9 @@ class CoVisitation:
         keys = at[live] * n_rows + nbr[live]
         w = w[live] / self._scale
         if len(recent) * n_rows <= _DENSE_MAX:  # small catalogs: one bincount over a dense [B, n] block
-            acc = np.bincount(keys, weights=w, minlength=len(recent) * n_rows)
-            keys = np.flatnonzero(acc)
-            return CoScores(len(recent), n_rows, keys, acc[keys])
+            acc: F64 = np.asarray(np.bincount(keys, weights=w, minlength=len(recent) * n_rows), np.float64)
+            nonzero: Rows = np.flatnonzero(acc).astype(np.int64)
+            return CoScores(len(recent), n_rows, nonzero, acc[nonzero])
         order = np.argsort(keys, kind="stable")  # large catalogs: sort the (event, row) pairs instead
         keys, w = keys[order], w[order]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
@@ -161,7 +161,8 @@ class CoVisitation:
     def score(self, recent: Rows, candidates: Rows) -> F64:
         """Per candidate row, its co-engagement with ``recent[-window:]``: ``[n]``."""
         size = max(len(self._fill), int(candidates.max()) + 1 if len(candidates) else 0)
-        return self.accumulate([recent], size).at(candidates[None, :])[0]
+        out: F64 = self.accumulate([recent], size).at(candidates[None, :])[0]
+        return out
 
 
 _DENSE_MAX = 4_000_000  # events x rows up to which a dense bincount beats sorting the pairs

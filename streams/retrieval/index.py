@@ -15,6 +15,9 @@ Ints = npt.NDArray[np.int64]
 class VectorIndex(abc.ABC):
     """Rows are addressed by dense integer ids ``0..n-1`` that the :class:`Catalog` assigns."""
 
+    #: Whether search compares every row (so a product over any vectors of the rows can stand in).
+    exact: bool = False
+
     def __init__(self, dim: int) -> None:
         self.dim = dim
 
@@ -53,6 +56,8 @@ class ExactIndex(VectorIndex):
     [1, 2]
     """
 
+    exact = True
+
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self._vectors = np.zeros((0, dim), dtype=np.float32)
@@ -68,19 +73,7 @@ class ExactIndex(VectorIndex):
         self._n = max(self._n, need)
 
     def similarities(self, queries: F32) -> F32:
-        # Matrix products over the whole batch: far cheaper than one matrix-vector product per query.
-        # BLAS picks its kernels by shape, and a row's rounding follows them, so the queries go in
-        # zero-padded blocks of a fixed size: a query's scores are then the same bits whatever else
-        # is in its batch (a list must not depend on the events after it, not even in the last bit).
-        n, block = len(queries), _QUERY_BLOCK
-        padded = np.zeros((-(-n // block) * block, self.dim), np.float32)
-        padded[:n] = queries
-        vectors_t = self._vectors[: self._n].T
-        scores = np.empty((len(padded), self._n), np.float32)
-        for start in range(0, len(padded), block):
-            np.matmul(padded[start : start + block], vectors_t, out=scores[start : start + block])
-        out: F32 = scores[:n]
-        return out
+        return blocked_product(queries, self._vectors[: self._n])
 
     def search_many(self, queries: F32, k: int) -> tuple[Ints, F32]:
         return top_rows(self.similarities(queries), k)
@@ -137,10 +130,26 @@ def top_rows(scores: F32, k: int) -> tuple[Ints, F32]:
     k = min(k, n)
     if k == 0:
         return np.empty((len(scores), 0), np.int64), np.empty((len(scores), 0), np.float32)
-    if k < n:
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(k), (len(scores), 1))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(k), (len(scores), 1))
     top_scores = np.take_along_axis(scores, top, axis=1)
     order = np.argsort(-top_scores, axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(top_scores, order, axis=1)
+
+
+def blocked_product(queries: F32, vectors: F32) -> F32:
+    """``queries @ vectors.T``, ``[B, n]``, in matrix products over the whole batch (far cheaper than
+    one matrix-vector product per query).
+
+    BLAS picks its kernels by shape, and a row's rounding follows them, so the queries go in
+    zero-padded blocks of a fixed size: a query's scores are then the same bits whatever else is
+    in its batch (a list must not depend on the events after it, not even in the last bit).
+    """
+    n, block = len(queries), _QUERY_BLOCK
+    padded = np.zeros((-(-n // block) * block, vectors.shape[1]), np.float32)
+    padded[:n] = queries
+    vectors_t = vectors.T
+    scores = np.empty((len(padded), len(vectors)), np.float32)
+    for start in range(0, len(padded), block):
+        np.matmul(padded[start : start + block], vectors_t, out=scores[start : start + block])
+    out: F32 = scores[:n]
+    return out
