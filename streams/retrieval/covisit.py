@@ -82,48 +82,57 @@ class CoVisitation:
         self._scale *= self._growth ** float(steps[-1])
         a_parts, b_parts, add_parts = [], [], []
         for i in np.flatnonzero(positive).tolist():
-            others = np.unique(recent[i][-self.window :])
-            others = others[others != items[i]]
-            a_parts.append(np.full(len(others), items[i], np.int64))
-            b_parts.append(others)
-            add_parts.append(np.full(len(others), adds[i]))
+            # The pairs in the order a one-by-one update adds them: per recent item (first occurrence
+            # first), the item's side, then the other's.
+            others = np.array([o for o in dict.fromkeys(recent[i][-self.window :].tolist()) if o != items[i]], np.int64)
+            a_parts.append(np.stack([np.full(len(others), items[i], np.int64), others], axis=1).ravel())
+            b_parts.append(np.stack([others, np.full(len(others), items[i], np.int64)], axis=1).ravel())
+            add_parts.append(np.full(2 * len(others), adds[i]))
         if not a_parts:
             return
-        a, b, add = np.concatenate(a_parts), np.concatenate(b_parts).astype(np.int64), np.concatenate(add_parts)
-        a, b, add = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([add, add])
+        a, b, add = np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(add_parts)
         if len(a) == 0:
             return
         self._grow(int(max(a.max(), b.max())) + 1)
         width = len(self._fill)
-        pair, inverse = np.unique(a * width + b, return_inverse=True)
-        total = np.bincount(inverse.ravel(), weights=add, minlength=len(pair))
-        a, b = pair // width, pair % width  # sorted by a
-        hit = self._nbr[a] == b[:, None]  # [pairs, slots]
-        found = hit.any(axis=1)
+        pair, first, inverse = np.unique(a * width + b, return_index=True, return_inverse=True)
+        pa, pb = pair // width, pair % width
+        present = (self._nbr[pa] == pb[:, None]).any(axis=1)
+        # Rows that fill up in this batch are cut in the middle of it: only replaying their pairs in
+        # order gives what one-by-one updates give. Every other row just sums its pairs.
+        full = np.flatnonzero(self._fill + np.bincount(pa[~present], minlength=width) > self._slots)
+        in_order = np.isin(a, full)
+        for row in full.tolist():
+            mine = np.flatnonzero(a == row)
+            self._replay(row, b[mine].tolist(), add[mine].tolist())
+        quick = ~np.isin(pa, full)
+        total = np.bincount(inverse.ravel(), weights=np.where(in_order, 0.0, add), minlength=len(pair))
+        pa, pb, first, present, total = pa[quick], pb[quick], first[quick], present[quick], total[quick]
+        hit = self._nbr[pa] == pb[:, None]  # [pairs, slots]
         slot = hit.argmax(axis=1)
-        self._w[a[found], slot[found]] += total[found]
-        self._insert(a[~found], b[~found], total[~found])
+        self._w[pa[present], slot[present]] += total[present]
+        # New neighbours go in after a row's last slot, in the order they were first met.
+        order = np.lexsort((first[~present], pa[~present]))
+        na, nb, nw = pa[~present][order], pb[~present][order], total[~present][order]
+        pos = self._fill[na] + (np.arange(len(na)) - np.searchsorted(na, na))
+        self._nbr[na, pos] = nb
+        self._w[na, pos] = nw
+        np.add.at(self._fill, na, 1)
 
-    def _insert(self, a: Rows, b: Rows, add: F64) -> None:
-        """Append new neighbours (``a`` sorted) to their rows; a row that runs out of slots is cut."""
-        if len(a) == 0:
-            return
-        starts = np.searchsorted(a, a)  # first index of each a's group (a is sorted by np.unique)
-        pos = self._fill[a] + (np.arange(len(a)) - starts)
-        fits = pos < self._slots
-        self._nbr[a[fits], pos[fits]] = b[fits]
-        self._w[a[fits], pos[fits]] = add[fits]
-        np.add.at(self._fill, a[fits], 1)
-        for row in np.unique(a[~fits]).tolist():  # rare: a full row, cut to the heaviest and refilled
-            mine = (a == row) & ~fits
-            ids = np.concatenate([self._nbr[row, : self._fill[row]], b[mine]])
-            ws = np.concatenate([self._w[row, : self._fill[row]], add[mine]])
-            keep = np.argsort(-ws, kind="stable")[: self.max_neighbours]
-            self._nbr[row] = -1
-            self._w[row] = 0.0
-            self._nbr[row, : len(keep)] = ids[keep]
-            self._w[row, : len(keep)] = ws[keep]
-            self._fill[row] = len(keep)
+    def _replay(self, row: int, others: list[int], adds: list[float]) -> None:
+        """One-by-one updates of ``row``: add each count; past the last slot, keep the heaviest
+        ``max_neighbours`` (ties: the earlier neighbour)."""
+        fill = int(self._fill[row])
+        counts = dict(zip(self._nbr[row, :fill].tolist(), self._w[row, :fill].tolist(), strict=True))
+        for other, add in zip(others, adds, strict=True):
+            counts[other] = counts.get(other, 0.0) + add
+            if len(counts) > self._slots:
+                counts = dict(sorted(counts.items(), key=lambda kv: -kv[1])[: self.max_neighbours])
+        self._nbr[row] = -1
+        self._w[row] = 0.0
+        self._nbr[row, : len(counts)] = list(counts)
+        self._w[row, : len(counts)] = list(counts.values())
+        self._fill[row] = len(counts)
 
     def accumulate(self, recent: Sequence[Rows], n_rows: int) -> CoScores:
         """Per event, every row's co-engagement with that event's last ``window`` items (each counted
@@ -207,10 +216,8 @@ class CoScores:
         ids = np.full((self.n_events, width), -1, np.int64)
         ids[event, slot] = row
         take = min(n, width)
-        if take < width:
-            part = np.sort(np.argpartition(-block, take - 1, axis=1)[:, :take], axis=1)
-            block, ids = np.take_along_axis(block, part, axis=1), np.take_along_axis(ids, part, axis=1)
-        order = np.argsort(-block, axis=1, kind="stable")
+        # A full stable sort, not a partition: counts tie often, and ties must go to the lower row.
+        order = np.argsort(-block, axis=1, kind="stable")[:, :take]
         block, ids = np.take_along_axis(block, order, axis=1), np.take_along_axis(ids, order, axis=1)
         live = np.isfinite(block)
         rows[:, :take] = np.where(live, ids, -1)
