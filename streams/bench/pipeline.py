@@ -40,10 +40,9 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.app.worker import b64_vector, vectors_topic_name
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
-from streams.contracts import EmbeddedItem, Event, Recommendation
+from streams.contracts import EmbeddedItem, Event, Recommendation, b64_vector, vectors_topic_name
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local import _process
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port

@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars
+from streams.app.admin import acreate_topics
+from streams.local.kafka import KafkaBroker, ensure_jars
 from streams.settings import Settings
 from tests.integration.conftest_kafka import free_ports
 

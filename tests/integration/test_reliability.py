@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from encoders import EMBEDDING_DIM
-from streams.app.applied import unstamp
-from streams.app.worker import CatalogLoader, vectors_topic_name
-from streams.contracts import Event, EventType, Item
+from streams.app.catalog import CatalogLoader
+from streams.app.stamps import unstamp
+from streams.contracts import Event, EventType, Item, vectors_topic_name
 from streams.demo.movielens import load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
 from streams.local.kafka import KafkaBroker

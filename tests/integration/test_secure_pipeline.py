@@ -25,12 +25,12 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from encoders import TritonEncoder
-from streams.app.worker import vectors_topic_name
-from streams.contracts import DeadLetter, Recommendation
+from streams.app.admin import acreate_topics
+from streams.contracts import DeadLetter, Recommendation, vectors_topic_name
 from streams.harness import RecommendationCollector, WorkerProcess, produce, run_names
 from streams.harness.hostile import Hostile, hostile_corpus, valid_catalog, valid_events
 from streams.harness.worker_process import settings_env
-from streams.local.kafka import KafkaBroker, SaslSsl, acreate_topics, ensure_jars
+from streams.local.kafka import KafkaBroker, SaslSsl, ensure_jars
 from streams.local.triton import TritonServer
 from streams.security import KafkaConnection
 from streams.settings import Settings
