@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.app import faust_internals
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
 from streams.contracts import EmbeddedItem, Event, Recommendation, b64_vector, vectors_topic_name
@@ -165,7 +166,7 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not parts:
-            await consumer._client.force_metadata_update()
+            await faust_internals.force_metadata_update(consumer)
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return int(sum((await consumer.end_offsets(parts)).values()))
     finally:
