@@ -5,14 +5,18 @@
   consumer's assignment and generation), driven by hand.
 * :class:`PartitionedStates` (re-exported): the in-memory user-state store.
 * :func:`record`, :func:`event_record`: input records as Faust or a hole reading would deliver them.
+* :func:`unit_rows`: random unit vectors; :func:`free_ports`: ports to start real servers on.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, MutableMapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from aiokafka import TopicPartition
 
 from streams.app.batch import Record
@@ -20,7 +24,17 @@ from streams.app.guarantee.states import PartitionedStates
 from streams.contracts import Event, EventType, Recommendation
 from streams.recommender import BatchResult, Recommender
 
-__all__ = ["FakeApp", "FakeSignal", "PartitionedStates", "event_record", "record", "run_batch", "run_lists"]
+__all__ = [
+    "FakeApp",
+    "FakeSignal",
+    "PartitionedStates",
+    "event_record",
+    "free_ports",
+    "record",
+    "run_batch",
+    "run_lists",
+    "unit_rows",
+]
 
 
 def run_batch(
@@ -90,3 +104,27 @@ def event_record(tp: TopicPartition, offset: int, user: str, item: str, ts: floa
     """An ``events`` record: ``user`` did ``kind`` on ``item`` at ``ts``, keyed by the user as producers must."""
     event = Event(event_id=f"e{offset}", user_id=user, item_id=item, type=EventType(kind), ts=ts)
     return Record(tp.topic, tp.partition, offset, user.encode(), event.model_dump_json().encode(), ts)
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int, dtype: type[np.floating[Any]] = np.float32) -> npt.NDArray[Any]:
+    """``n`` random unit vectors of dimension ``d`` (rows).
+
+    >>> rows = unit_rows(np.random.default_rng(0), 3, 4)
+    >>> rows.shape, rows.dtype, bool(np.allclose(np.linalg.norm(rows, axis=1), 1.0))
+    ((3, 4), dtype('float32'), True)
+    """
+    x = rng.normal(size=(n, d)).astype(dtype)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

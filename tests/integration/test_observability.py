@@ -29,7 +29,7 @@ from streams.local.prometheus import PrometheusServer, find_binary
 from streams.local.triton import TritonServer
 from streams.metrics import metrics_url
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 from tests.integration.promql import JOB, RULES, SCRAPE_CONFIG, SYNTHETIC, dashboard_exprs, metric_names, rule_exprs
 from tests.integration.test_pipeline import catalog, click, event_stream
 

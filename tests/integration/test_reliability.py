@@ -27,9 +27,8 @@ from streams.local.triton import TritonServer
 from streams.recommender import build_recommender, make_index
 from streams.retrieval import Catalog
 from streams.settings import Settings
-from streams.testing import run_batch
-from tests.integration.conftest_kafka import free_ports
-from tests.integration.conftest_triton import running_triton
+from streams.testing import free_ports, run_batch
+from tests.integration.servers import running_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -34,8 +34,8 @@ from streams.local.kafka import KafkaBroker, SaslSsl, ensure_jars
 from streams.local.triton import TritonServer
 from streams.security import KafkaConnection
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
-from tests.integration.conftest_triton import running_triton
+from streams.testing import free_ports
+from tests.integration.servers import running_triton
 from tests.integration.tls import TestCA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

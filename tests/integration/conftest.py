@@ -1,7 +1,5 @@
-"""Session fixture: one real Apache Kafka broker (KRaft) on free ports, shared by all integration tests.
-
-Import ``kafka_broker`` into ``tests/conftest.py`` (or load this module with ``-p``).
-"""
+"""Session fixtures of the integration tests: one real Apache Kafka broker (KRaft) and one real Triton
+server, each started once per session on free ports and shared by the tests that ask for them."""
 
 from __future__ import annotations
 
@@ -9,16 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.local.kafka import KafkaBroker, ensure_jars, free_port
+from streams.local.kafka import KafkaBroker, ensure_jars
+from streams.local.triton import TritonServer
 from streams.settings import Settings
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (free_port() alone may hand out the same one twice)."""
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
+from streams.testing import free_ports
+from tests.integration.servers import running_triton
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +29,8 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    yield from running_triton(tmp_path_factory.mktemp("triton"))
