@@ -20,10 +20,9 @@ from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters, ProcessingError
 from streams.app.guarantee.states import UserStates
 from streams.app.stamps import Unstamped, stamp, unstamp
-from streams.contracts import DecodeError, Event, Recommendation, check_event_time, decode_event, encode
-from streams.feedback import Reward
-from streams.metrics import Metrics
-from streams.recommender import BatchResult, ListTrace
+from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
+from streams.metrics import ListProbe, Metrics
+from streams.recommender import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +31,6 @@ class Recommends(Protocol):
     """What the handler needs of :class:`~streams.recommender.Recommender`."""
 
     def process(self, events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult: ...
-
-
-class Probe(Protocol):
-    """What the handler needs of :class:`~streams.metrics.ListProbe`."""
-
-    def published(
-        self,
-        events: Sequence[Event],
-        produced_at: Sequence[float],
-        recs: Sequence[Recommendation],
-        traces: Sequence[ListTrace],
-        rewards: Sequence[Reward] = (),
-    ) -> None: ...
 
 
 def parse_event(msg: Record, catalog: Container[str]) -> Event:
@@ -79,7 +65,7 @@ class EventsHandler:
         loader: CatalogLoader,
         dead_letters: DeadLetters,
         metrics: Metrics,
-        probe: Probe,
+        probe: ListProbe,
         recommendations_topic: str,
         changelog_topic: str,
     ) -> None:

@@ -282,16 +282,8 @@ async def _run(
 
 
 async def _latency(
-    settings: Settings,
-    catalog: EmbeddedCatalog,
-    position: int,
-    rates: Sequence[float],
-    duration_s: float,
-    timeout_s: float,
-    worker: WorkerProcess,
-    arrivals: _Arrivals,
-    probe: RecommendationCollector,
-    probe_topic: str,
+    settings: Settings, catalog: EmbeddedCatalog, position: int, rates: Sequence[float], duration_s: float,
+    timeout_s: float, worker: WorkerProcess, arrivals: _Arrivals, probe: RecommendationCollector, probe_topic: str,
 ) -> dict[str, Any]:
     """The latency phases at each offered rate, events from ``position`` on, each beside its probe."""
     bootstrap = settings.kafka_bootstrap

@@ -7,28 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.local.kafka import KafkaBroker, ensure_jars
+from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
-from streams.settings import Settings
-from streams.testing import free_ports
-from tests.integration.servers import running_triton
+from tests.integration.servers import running_kafka, running_triton
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A running broker in a throw-away home; jars come from the shared cache (fetched once)."""
-    port, controller_port = free_ports(2)
-    broker = KafkaBroker(
-        home=tmp_path_factory.mktemp("kafka"),
-        libs=ensure_jars(Settings().cache_dir),
-        port=port,
-        controller_port=controller_port,
-    )
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running_kafka(tmp_path_factory.mktemp("kafka"))
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ class FakeRecommender:
         return BatchResult(lists, new, traces, [])
 
 
-class FakeProbe:
+class FakeProbe:  # a ListProbe that only records its calls
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], int]] = []
 
