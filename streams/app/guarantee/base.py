@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 
 from streams.app import faust_internals
 from streams.app.batch import Outbox, Record
+from streams.app.guarantee.reader import BrokerReader
 from streams.app.guarantee.states import UserStates
 from streams.security import KafkaConnection
 
@@ -116,8 +117,6 @@ class Guarantee(ABC):
 
     def reader(self) -> PartitionReader:
         """A new reader of the input partitions, with this guarantee's isolation level."""
-        from streams.app.guarantee.reader import BrokerReader
-
         return BrokerReader(self.kafka, self.group_id, self.isolation_level)
 
     async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
