@@ -99,9 +99,8 @@ class ExactlyOnce(Guarantee):
         return self._ready.setdefault(tp, asyncio.Event())
 
     async def assigned(self, tps: set[TopicPartition]) -> None:
-        assigned = tps
         async with self._lock:
-            ours = self._ours(assigned)
+            ours = self._ours(tps)
             self._owned |= set(ours)
             self._fenced -= set(ours)
             results = await asyncio.gather(
