@@ -1,5 +1,5 @@
 """The streaming app: Faust topics, tables and agents around the Kafka-free recommender."""
 
-from streams.app.worker import create_app
+from streams.app.factory import create_app
 
 __all__ = ["create_app"]

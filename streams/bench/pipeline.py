@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.app.worker import b64_vector, vectors_topic_name
+from streams.app import faust_internals
 from streams.bench import percentiles_ms
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
-from streams.contracts import EmbeddedItem, Event, Recommendation
+from streams.contracts import EmbeddedItem, Event, Recommendation, b64_vector, vectors_topic_name
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local import _process
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port
@@ -166,7 +166,7 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not parts:
-            await consumer._client.force_metadata_update()
+            await faust_internals.force_metadata_update(consumer)
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return int(sum((await consumer.end_offsets(parts)).values()))
     finally:
@@ -270,40 +270,51 @@ async def _run(
             }
             ours = report["throughput"]["events_per_s"]
             report["ratio"] = {kind: ours / c["events_per_s"] for kind, c in report["ceilings"].items()}
-        report["latency"] = {}
-        position = events
-        probe_arrivals = _Arrivals(probe)
-        for rate in rates:
-            count = max(1, int(rate * duration_s))
-            batch = _events(catalog, position, count)
-            position += count
-            try:
-                phase = await _phase(
-                    bootstrap, settings.topic_events, [(e.user_id, e) for e in batch], arrivals, rate, timeout_s, worker
-                )
-            except TimeoutError as exc:  # a worker far below the offered load: keep what was measured so far
-                report["latency"][f"{rate:g}"] = {"offered_events_per_s": rate, "timed_out": str(exc)}
-                break
-            # the probe: empty lists straight to a topic, same rate, same kind of collector, no worker
-            n_probe = max(1, int(rate * min(duration_s, PROBE_SECONDS)))
-            probes = [
-                (
-                    e.user_id,
-                    Recommendation(
-                        user_id=e.user_id, event_id=f"probe-{rate:g}-{i}", generated_at=0, policy="probe", items=[]
-                    ),
-                )
-                for i, e in enumerate(batch[:n_probe])
-            ]
-            floor = await _phase(bootstrap, probe_topic, probes, probe_arrivals, rate, timeout_s, None)
-            phase["probe"] = {k: floor[k] for k in ("events", "latency_p50_ms", "latency_p99_ms", "latency_mean_ms")}
-            report["latency"][f"{rate:g}"] = {"offered_events_per_s": rate, **phase}
+        report["latency"] = await _latency(
+            settings, catalog, events, rates, duration_s, timeout_s, worker, arrivals, probe, probe_topic
+        )
         report["dead_letters"] = await _end_offsets(bootstrap, settings.topic_dead_letter)
     finally:
         await collector.stop()
         await probe.stop()
         worker.stop()
     return report
+
+
+async def _latency(
+    settings: Settings, catalog: EmbeddedCatalog, position: int, rates: Sequence[float], duration_s: float,
+    timeout_s: float, worker: WorkerProcess, arrivals: _Arrivals, probe: RecommendationCollector, probe_topic: str,
+) -> dict[str, Any]:
+    """The latency phases at each offered rate, events from ``position`` on, each beside its probe."""
+    bootstrap = settings.kafka_bootstrap
+    latency: dict[str, Any] = {}
+    probe_arrivals = _Arrivals(probe)
+    for rate in rates:
+        count = max(1, int(rate * duration_s))
+        batch = _events(catalog, position, count)
+        position += count
+        try:
+            phase = await _phase(
+                bootstrap, settings.topic_events, [(e.user_id, e) for e in batch], arrivals, rate, timeout_s, worker
+            )
+        except TimeoutError as exc:  # a worker far below the offered load: keep what was measured so far
+            latency[f"{rate:g}"] = {"offered_events_per_s": rate, "timed_out": str(exc)}
+            break
+        # the probe: empty lists straight to a topic, same rate, same kind of collector, no worker
+        n_probe = max(1, int(rate * min(duration_s, PROBE_SECONDS)))
+        probes = [
+            (
+                e.user_id,
+                Recommendation(
+                    user_id=e.user_id, event_id=f"probe-{rate:g}-{i}", generated_at=0, policy="probe", items=[]
+                ),
+            )
+            for i, e in enumerate(batch[:n_probe])
+        ]
+        floor = await _phase(bootstrap, probe_topic, probes, probe_arrivals, rate, timeout_s, None)
+        phase["probe"] = {k: floor[k] for k in ("events", "latency_p50_ms", "latency_p99_ms", "latency_mean_ms")}
+        latency[f"{rate:g}"] = {"offered_events_per_s": rate, **phase}
+    return latency
 
 
 def bench_pipeline(

@@ -1,7 +1,9 @@
 """Wire contracts of the streamrec topics: JSON messages with a ``schema_version``.
 
 The pydantic models here are the source of truth; ``schemas/*.json`` are their JSON Schema,
-shipped for producers and consumers in other languages (a test keeps them in step).
+shipped for producers and consumers in other languages (a test keeps them in step). Topic names a
+worker derives (:mod:`~streams.contracts.topics`) and the item-vector codec (:mod:`~streams.contracts.vectors`)
+live here too.
 """
 
 from streams.contracts._codec import (
@@ -25,6 +27,8 @@ from streams.contracts._models import (
     RecommendedItem,
     json_schemas,
 )
+from streams.contracts.topics import user_state_changelog, vectors_topic_name
+from streams.contracts.vectors import b64_vector, vector_of
 
 __all__ = [
     "MAX_CLOCK_SKEW_S",
@@ -38,10 +42,14 @@ __all__ = [
     "Item",
     "Recommendation",
     "RecommendedItem",
+    "b64_vector",
     "check_event_time",
     "decode",
     "decode_event",
     "decode_item",
     "encode",
     "json_schemas",
+    "user_state_changelog",
+    "vector_of",
+    "vectors_topic_name",
 ]

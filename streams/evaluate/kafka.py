@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streams.app.worker import b64_vector, vectors_topic_name
-from streams.contracts import EmbeddedItem, Event, Item, Recommendation
+from streams.contracts import EmbeddedItem, Event, Item, Recommendation, b64_vector, vectors_topic_name
 from streams.demo.run import local_kafka
 from streams.evaluate.baselines import BASELINES
 from streams.evaluate.run import Evaluation, Source, policy_settings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from streams.app.worker import vectors_topic_name
-from streams.local.kafka import acreate_topics
+from streams.app.admin import acreate_topics
+from streams.contracts import vectors_topic_name
 from streams.security import KafkaConnection
 from streams.settings import Settings
 

@@ -11,7 +11,7 @@ from streams.bench.pipeline import bench_pipeline
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 from tests.unit.test_bench import tiny_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,7 +9,7 @@ import pytest
 
 from encoders import EMBEDDING_DIM, EncoderError, LocalEncoder, TritonEncoder
 from streams.local.triton import TritonServer
-from tests.integration.conftest_triton import free_ports
+from streams.testing import free_ports
 
 pytestmark = pytest.mark.integration
 

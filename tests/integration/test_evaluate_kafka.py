@@ -21,7 +21,7 @@ from streams.evaluate.kafka import published_through_kafka, run_settings
 from streams.evaluate.run import make_system, policy_settings
 from streams.local.kafka import KafkaBroker
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

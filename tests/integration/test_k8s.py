@@ -24,7 +24,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streams.app.worker import create_app, vectors_topic_name
+from streams.app import create_app
+from streams.app.faust_internals import leader_topic_name
+from streams.contracts import vectors_topic_name
 from streams.settings import Settings, env_var_names
 from tests.integration.promql import DASHBOARD, JOB, RULES
 
@@ -299,7 +301,7 @@ def test_topics_and_partitions_agree_with_the_app(path: str, settings_of: Any) -
         s.topic_recommendations: (s.partitions, False),
         s.topic_dead_letter: (s.partitions, False),
         changelog.get_topic_name(): (changelog.partitions, True),
-        app._leader_assignor._leader_topic_name: (1, False),
+        leader_topic_name(app): (1, False),
     }
     declared = {
         t["spec"].get("topicName", t["metadata"]["name"]): (

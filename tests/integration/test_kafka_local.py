@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.local.kafka import KafkaBroker, acreate_topics, ensure_jars
+from streams.app.admin import acreate_topics
+from streams.local.kafka import KafkaBroker, ensure_jars
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 
-# `kafka_broker` comes from tests/conftest.py (or `-p tests.integration.conftest_kafka`); importing it
-# here too would register a second session fixture and start a second broker.
+# `kafka_broker` comes from tests/integration/conftest.py (one broker for the session).
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.app.admin import acreate_topics
 from streams.app.observability import FAUST_PREFIX, consumer_lag
 from streams.harness import WorkerProcess, create_app_topics, produce
-from streams.local.kafka import KafkaBroker, acreate_topics
+from streams.local.kafka import KafkaBroker
 from streams.local.prometheus import PrometheusServer, find_binary
 from streams.local.triton import TritonServer
 from streams.metrics import metrics_url
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 from tests.integration.promql import JOB, RULES, SCRAPE_CONFIG, SYNTHETIC, dashboard_exprs, metric_names, rule_exprs
 from tests.integration.test_pipeline import catalog, click, event_stream
 
@@ -178,7 +179,7 @@ def test_what_flowed_is_counted(scraped: Scraped) -> None:
     assert value("streamrec_item_index_size") == len(catalog())
     assert value("streamrec_encoder_batch_size_sum", encoder="triton") == len(catalog())
     assert value("streamrec_encoder_errors_total", encoder="triton") == 0
-    # Faust's sensor sees the input although it is committed by streams.app.offsets, not acked through Faust
+    # Faust's sensor sees the input although it is committed by streams.app.input, not acked through Faust
     produced = {scraped.settings.topic_events: lists + len(BAD), scraped.settings.topic_items: len(catalog())}
     for topic, count in produced.items():
         assert value("streamrec_faust_messages_received_per_topic_total", topic=topic) == count, topic

@@ -19,7 +19,7 @@ from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.policies import assign, parse_split
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
+from streams.testing import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,18 +17,17 @@ from pathlib import Path
 import pytest
 
 from encoders import EMBEDDING_DIM
-from streams.app.applied import unstamp
-from streams.app.worker import CatalogLoader, vectors_topic_name
+from streams.app.catalog import CatalogLoader
+from streams.app.stamps import unstamp
 from streams.build import build_recommender, make_catalog
-from streams.contracts import Event, EventType, Item
+from streams.contracts import Event, EventType, Item, vectors_topic_name
 from streams.demo.movielens import load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.settings import Settings
-from streams.testing import run_batch
-from tests.integration.conftest_kafka import free_ports
-from tests.integration.conftest_triton import running_triton
+from streams.testing import free_ports, run_batch
+from tests.integration.servers import running_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,17 +25,17 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from encoders import TritonEncoder
-from streams.app.worker import vectors_topic_name
-from streams.contracts import DeadLetter, Recommendation
+from streams.app.admin import acreate_topics
+from streams.contracts import DeadLetter, Recommendation, vectors_topic_name
 from streams.harness import RecommendationCollector, WorkerProcess, produce, run_names
 from streams.harness.hostile import Hostile, hostile_corpus, valid_catalog, valid_events
 from streams.harness.worker_process import settings_env
-from streams.local.kafka import KafkaBroker, SaslSsl, acreate_topics, ensure_jars
+from streams.local.kafka import KafkaBroker, SaslSsl
 from streams.local.triton import TritonServer
 from streams.security import KafkaConnection
 from streams.settings import Settings
-from tests.integration.conftest_kafka import free_ports
-from tests.integration.conftest_triton import running_triton
+from streams.testing import free_ports
+from tests.integration.servers import running_kafka, running_triton
 from tests.integration.tls import TestCA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,15 +58,9 @@ def secure_broker(
     tmp_path_factory: pytest.TempPathFactory, ca: TestCA, app_password: str
 ) -> Iterator[KafkaBroker]:
     root = tmp_path_factory.mktemp("kafka-secure")
-    port, controller_port = free_ports(2)
     users = {"broker": secrets.token_urlsafe(16), APP_USER: app_password}
     security = SaslSsl(keystore=ca.issue("broker").keystore(root / "broker.pem"), truststore=ca.cert, users=users)
-    broker = KafkaBroker(root / "home", ensure_jars(Settings().cache_dir), port, controller_port, security=security)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running_kafka(root / "home", security)
 
 
 @pytest.fixture(scope="module")

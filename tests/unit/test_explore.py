@@ -4,7 +4,6 @@ is exact, state survives a round trip, and fill_explore keeps its slot contract.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,13 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from streams.contracts import RecommendedItem
 from streams.explore import EXPLORE, LinUCB, ThompsonSampling, explore_slots, fill_explore, interaction_features
-
-
-def unit_rows(rng: np.random.Generator, n: int, d: int) -> npt.NDArray[np.float64]:
-    x = rng.normal(size=(n, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
-
+from streams.testing import unit_rows
 
 # --- Thompson sampling -------------------------------------------------------------------------
 
@@ -85,7 +78,7 @@ def test_thompson_round_trip() -> None:
 def test_linucb_learns_linear_reward(dim: int, project_to: int | None) -> None:
     rng = np.random.default_rng(0)
     # Embedding-like items: mixtures of a few topic directions plus noise.
-    topics = unit_rows(rng, 8, dim)
+    topics = unit_rows(rng, 8, dim, np.float64)
     theta = topics[0] - topics[1]
     bandit = LinUCB(dim, alpha=0.5, project_to=project_to)
     n_arms, rounds, tail = 50, 600, 200
@@ -134,7 +127,7 @@ def test_linucb_round_trip_and_shape_checks() -> None:
 
 def test_interaction_features_make_theta_one_the_cosine() -> None:
     rng = np.random.default_rng(3)
-    items, user = unit_rows(rng, 5, 8), unit_rows(rng, 1, 8)[0]
+    items, user = unit_rows(rng, 5, 8, np.float64), unit_rows(rng, 1, 8, np.float64)[0]
     x = interaction_features(items, user)
     np.testing.assert_allclose(x @ np.ones(8) / np.sqrt(8), items @ user)
 

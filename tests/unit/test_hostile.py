@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from streams.app.offsets import Record
-from streams.app.worker import parse_event
+from streams.app.batch import Record
+from streams.app.events import parse_event
 from streams.contracts import DecodeError, decode_item
 from streams.harness.hostile import hostile_corpus, valid_catalog, valid_events
 

@@ -9,11 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.rerank import MMR, TopK
-
-
-def unit_rows(rng: np.random.Generator, n: int, d: int) -> npt.NDArray[np.float32]:
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from streams.testing import unit_rows
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,15 +14,10 @@ from streams.rerank import DPP, MMR, Calibrated
 from streams.rerank.calibration import miscalibration
 from streams.rerank.naive import naive_dpp_greedy, naive_mmr
 from streams.rerank.relevance import top_k
+from streams.testing import unit_rows
 
 FloatArray = npt.NDArray[np.float32]
 GENRES = ["action", "comedy", "drama", "horror", "romance"]
-
-
-def unit_rows(rng: np.random.Generator, n: int, d: int) -> FloatArray:
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
 
 
 def random_request(

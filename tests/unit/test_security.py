@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.app.worker import create_app
+from streams.app import create_app
 from streams.harness.worker_process import settings_env
 from streams.security import KafkaConnection, KafkaSecurityError, triton_client_kwargs
 from streams.settings import Settings

@@ -8,8 +8,8 @@ from typing import Any, cast
 import faust
 import pytest
 
-from streams.app import output
-from streams.app.output import deliver
+from streams.app.guarantee import at_least_once
+from streams.app.guarantee.at_least_once import deliver
 
 
 class FlakyTopic:
@@ -41,7 +41,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     async def instant(_: float) -> None:
         return None
 
-    monkeypatch.setattr(output.asyncio, "sleep", instant)
+    monkeypatch.setattr(at_least_once.asyncio, "sleep", instant)
 
 
 MESSAGES = [(f"u{i}".encode(), f"list {i}".encode()) for i in range(10)]

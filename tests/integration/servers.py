@@ -1,30 +1,27 @@
-"""Session fixture: the exported model repository served by a real tritonserver on free ports.
-
-Import ``triton_server`` into a conftest (``from tests.integration.conftest_triton import triton_server``).
-"""
+"""Real servers for the integration tests, started on free ports: Kafka, and Triton on the exported model repository."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from encoders import export_model_repository
+from streams.local.kafka import KafkaBroker, SaslSsl, ensure_jars
 from streams.local.triton import TritonServer
+from streams.settings import Settings
+from streams.testing import free_ports
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
+def running_kafka(home: Path, security: SaslSsl | None = None) -> Iterator[KafkaBroker]:
+    """A broker in ``home`` on free ports (jars from the shared cache, fetched once); stopped when the
+    generator closes."""
+    port, controller_port = free_ports(2)
+    broker = KafkaBroker(home, ensure_jars(Settings().cache_dir), port, controller_port, security=security)
+    broker.start()
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        yield broker
     finally:
-        for s in socks:
-            s.close()
+        broker.stop()
 
 
 def running_triton(root: Path, grpc_tls: tuple[Path, Path] | None = None) -> Iterator[TritonServer]:
@@ -43,8 +40,3 @@ def running_triton(root: Path, grpc_tls: tuple[Path, Path] | None = None) -> Ite
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    yield from running_triton(tmp_path_factory.mktemp("triton"))

@@ -1,21 +1,21 @@
 """Exactly-once output: each input partition's messages and next offset go in one transaction, and
-nothing of a stale or failed batch is committed (the producers are fakes; the logic is Transactions')."""
+nothing of a stale or failed batch is committed (the producers are fakes; the logic is ExactlyOnce's)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from streams.app.output import Outbox
-from streams.app.transactions import Transactions
+from streams.app.batch import Outbox
+from streams.app.guarantee import ExactlyOnce
 from streams.security import KafkaConnection
+from streams.testing import FakeApp
 
 P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
 ITEMS = TopicPartition("items", 0)
@@ -58,34 +58,15 @@ class FakeProducer:
         self._offsets = (dict(offsets), group_id)
 
 
-class Signal:
-    def __init__(self) -> None:
-        self.receivers: list[Any] = []
-
-    def connect(self, fn: Any) -> None:
-        self.receivers.append(fn)
-
-    async def send(self, tps: set[TopicPartition]) -> None:
-        for fn in self.receivers:
-            await fn(None, tps, signal=self)
-
-
 class World:
     """A fake app and its producers, one per transactional id started (restarts included)."""
 
     def __init__(self) -> None:
-        self.assignment: set[TopicPartition] = set()
-        self.app: Any = SimpleNamespace(
-            conf=SimpleNamespace(id="grp"),
-            on_partitions_assigned=Signal(),
-            on_partitions_revoked=Signal(),
-            consumer_generation_id=1,
-            consumer=SimpleNamespace(assignment=lambda: self.assignment),
-        )
+        self.app: Any = FakeApp(generation=1)
         self.producers: list[FakeProducer] = []
         self.fail: dict[str, list[type[Exception]]] = {}
         kafka = KafkaConnection(bootstrap="unused:9092")
-        self.txns = Transactions(self.app, kafka, {"events"}, producer_factory=self.new_producer)
+        self.txns = ExactlyOnce(self.app, kafka, {"events"}, producer_factory=self.new_producer)
 
     def new_producer(self, txn_id: str) -> Any:
         producer = FakeProducer(txn_id, self.fail.setdefault(txn_id, []))
@@ -93,13 +74,10 @@ class World:
         return producer
 
     async def assign(self, *tps: TopicPartition) -> None:
-        self.assignment |= set(tps)
-        self.app.consumer_generation_id += 1
-        await self.app.on_partitions_assigned.send(set(tps))
+        await self.app.assign(*tps)
 
     async def revoke(self, *tps: TopicPartition) -> None:
-        self.assignment -= set(tps)
-        await self.app.on_partitions_revoked.send(set(tps))
+        await self.app.revoke(*tps)
 
     def live(self, txn_id: str) -> FakeProducer:
         (producer,) = [p for p in self.producers if p.txn_id == txn_id and not p.stopped]

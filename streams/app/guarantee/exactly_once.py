@@ -1,7 +1,7 @@
 """Exactly-once: each input partition's output and its next offset, committed in one Kafka transaction.
 
 Faust's own ``processing_guarantee="exactly_once"`` is not used: streamrec commits its input offsets
-itself (see :mod:`streams.app.offsets`), and Faust 0.15.3's transactions let duplicates through after
+itself (see :mod:`streams.app.input`), and Faust 0.15.3's transactions let duplicates through after
 a SIGKILL. Here every input partition has a transactional producer whose id is fixed by the partition
 (``<app id>-<topic>-<partition>``), the classic Kafka scheme (aiokafka cannot send the consumer group's
 generation with the offsets, KIP-447):
@@ -15,7 +15,8 @@ generation with the offsets, KIP-447):
   one started during a rebalance would fence the next owner) and Input handles the events again.
 * User states are restored here, not by Faust's table recovery (which, reading committed data,
   waits for offsets that are transaction markers and never arrive): on assignment, after the
-  fencing, the partition's changelog is read up to its last stable offset, aborted writes skipped.
+  fencing, the partition's changelog is read up to its last stable offset, aborted writes skipped
+  (:mod:`streams.app.guarantee.restore`); a revoked partition's states are evicted.
 
 Readers of the output topics must use ``isolation.level=read_committed``.
 """
@@ -23,96 +24,50 @@ Readers of the output topics must use ``isolation.level=read_committed``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Set
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Set
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
-from faust.types import TP
 
-from streams.app.offsets import assigned_partitions, read_range
-from streams.app.output import Outbox, Outgoing, Output
+from streams.app.admin import acreate_topics
+from streams.app.batch import Outbox, Outgoing
+from streams.app.guarantee.base import Guarantee
+from streams.app.guarantee.restore import StateRestore
+from streams.app.guarantee.states import PartitionedStates
+from streams.contracts.topics import user_state_changelog
 from streams.security import KafkaConnection
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ProducerFactory = Callable[[str], AIOKafkaProducer]
 
 
-class StateRestore:
-    """The user states of the input partitions this worker owns, read back from their changelog.
-
-    The changelog is partitioned as the input (by user key), so input partition ``p``'s states are
-    changelog partition ``p``; reading committed data only skips the writes of aborted transactions.
-    """
-
-    def __init__(
-        self,
-        kafka: KafkaConnection,
-        input_topic: str,
-        changelog: str,
-        store: MutableMapping[bytes, bytes],
-        declare: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.kafka = kafka
-        self.input_topic = input_topic
-        self.changelog = changelog
-        self.store = store
-        # Creates the changelog topic if it is not there yet. It runs inside the rebalance callback,
-        # on Faust's consumer thread, so it must not go through Faust (Topic.maybe_declare waits
-        # for that same thread: a deadlock).
-        self.declare = declare
-        self._declared = False
-
-    async def restore(self, partition: int) -> int:
-        """Load changelog ``partition`` into the store; returns how many records were read."""
-        if not self._declared:  # the first assignment can come before anything created the topic
-            await self.declare()
-            self._declared = True
-        tp = TopicPartition(self.changelog, partition)
-        reader = AIOKafkaConsumer(
-            **self.kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
-        )
-        await reader.start()
-        count = 0
-        try:
-            reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            end = (await reader.end_offsets([tp]))[tp]  # the last stable offset, for read_committed
-            async for record in read_range(reader, tp, await reader.position(tp), end):
-                count += 1
-                if record.key is None:
-                    continue
-                if record.value is None:
-                    self.store.pop(record.key, None)
-                else:
-                    self.store[record.key] = record.value
-        finally:
-            await reader.stop()
-        log.info("restored %d user-state records of %s[%d]", count, self.changelog, partition)
-        return count
-
-
-class Transactions(Output):
+class ExactlyOnce(Guarantee):
     """Transactional producers for the input partitions of ``topics`` this worker owns."""
 
-    commits_offsets = True
+    isolation_level = "read_committed"
+    states: PartitionedStates
 
     def __init__(
         self,
         app: faust.App,
         kafka: KafkaConnection,
-        topics: set[str],
-        states: StateRestore | None = None,
+        topics: Iterable[str],
+        restore: StateRestore | None = None,
         producer_factory: ProducerFactory | None = None,
+        states: PartitionedStates | None = None,
     ) -> None:
-        self.app = app
-        self.topics = topics
-        self.states = states
-        self.group_id = app.conf.id
+        super().__init__(app, kafka)
+        self.topics = set(topics)
+        # No Faust table: the states are written in the transactions, restored by ``restore`` when
+        # their partition is assigned, and evicted when it is revoked.
+        self.states = states if states is not None else PartitionedStates()
+        self.restore = restore
         self._new_producer = producer_factory or (lambda txn_id: transactional_producer(kafka, txn_id))
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._ready: dict[TopicPartition, asyncio.Event] = {}
@@ -122,19 +77,30 @@ class Transactions(Output):
         self._owned: set[TopicPartition] = set()
         self._fenced: set[TopicPartition] = set()  # lost to a newer owner; the rebalance is to come
         self._lock = asyncio.Lock()  # a publish and a rebalance never overlap
-        app.on_partitions_assigned.connect(self._assigned)
-        app.on_partitions_revoked.connect(self._revoked)
 
-    def _ours(self, tps: set[TP]) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics]
+    @classmethod
+    def declare(cls, app: faust.App, settings: Settings, kafka: KafkaConnection) -> ExactlyOnce:
+        """The guarantee for ``settings``' items and events, its states restored from their changelog."""
+        changelog = user_state_changelog(settings)
+        declare = functools.partial(
+            acreate_topics, kafka, {changelog: settings.partitions}, [changelog],
+            replication=app.conf.topic_replication_factor,
+        )
+        states = PartitionedStates()
+        restore = StateRestore(kafka, settings.topic_events, changelog, states, declare)
+        guarantee = cls(app, kafka, {settings.topic_items, settings.topic_events}, restore, states=states)
+        guarantee.changelog = changelog
+        return guarantee
+
+    def _ours(self, tps: set[TopicPartition]) -> list[TopicPartition]:
+        return [tp for tp in tps if tp.topic in self.topics]
 
     def _event(self, tp: TopicPartition) -> asyncio.Event:
         return self._ready.setdefault(tp, asyncio.Event())
 
-    async def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned: set[TP] = args[0]
+    async def assigned(self, tps: set[TopicPartition]) -> None:
         async with self._lock:
-            ours = self._ours(assigned)
+            ours = self._ours(tps)
             self._owned |= set(ours)
             self._fenced -= set(ours)
             results = await asyncio.gather(
@@ -148,21 +114,23 @@ class Transactions(Output):
         producer = self._new_producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its open transaction
-            if self.states is not None and tp.topic == self.states.input_topic:
-                await self.states.restore(tp.partition)
+            if self.restore is not None and tp.topic == self.restore.input_topic:
+                await self.restore.restore(tp.partition)
         except BaseException:
             await producer.stop()
             raise
         self._producers[tp] = producer
         self._event(tp).set()
 
-    async def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked: set[TP] = args[0]
+    async def revoked(self, tps: set[TopicPartition]) -> None:
         async with self._lock:  # after the publish in flight, if any
-            for tp in self._ours(revoked):
+            for tp in self._ours(tps):
                 self._owned.discard(tp)
                 self._fenced.discard(tp)
                 await self._drop(tp)
+                if self.restore is not None and tp.topic == self.restore.input_topic:
+                    # Restored again (from the changelog) if the partition comes back.
+                    self.states.evict(tp.partition)
 
     async def _drop(self, tp: TopicPartition) -> None:
         self._event(tp).clear()
@@ -175,7 +143,7 @@ class Transactions(Output):
         after a failure (retried with backoff). False if ``tp`` left the consumer's assignment first
         (its batch is then dropped as stale). A fenced partition waits for the rebalance."""
         delay, next_try = 0.5, 0.0
-        while tp in assigned_partitions(self.app):
+        while tp in self.assignment():
             if self._restartable(tp) and time.monotonic() >= next_try:
                 async with self._lock:
                     try:
@@ -199,7 +167,7 @@ class Transactions(Output):
         self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
     ) -> Set[TopicPartition]:
         async with self._lock:
-            current = self.app.consumer_generation_id
+            current = self.generation()
             if generation != current:
                 log.info("a batch of generation %d dropped unsent (now %d): it is read again", generation, current)
                 return set()
@@ -231,8 +199,8 @@ class Transactions(Output):
             await self._drop(tp)
             raise
 
-    async def on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await self.stop()
+    async def commit(self, handled: Mapping[TopicPartition, int]) -> None:
+        """Nothing to do: :meth:`publish` commits each partition's offset in its transaction."""
 
     async def stop(self) -> None:
         async with self._lock:

@@ -3,53 +3,72 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
-from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
 
-from streams.app.offsets import Input, Record
-from streams.app.output import Delivery, Outbox, Output
+from streams.app.batch import Outbox, Record
+from streams.app.guarantee import Guarantee
+from streams.app.input import Input
 from streams.security import KafkaConnection
+from streams.testing import FakeApp, record
 
 P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
 
 
-def record(tp: TopicPartition, offset: int) -> Record:
-    return Record(tp.topic, tp.partition, offset, b"k", f"{tp.partition}:{offset}".encode(), 0.0)
+class Publishes(Guarantee):
+    """Publishes everything, commits nothing (the logic under test is Input's)."""
+
+    isolation_level = "read_uncommitted"
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app, KafkaConnection(bootstrap="unused:9092"))
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def publish(
+        self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
+    ) -> Set[TopicPartition]:
+        return set(offsets)
+
+    async def commit(self, handled: Mapping[TopicPartition, int]) -> None:
+        self.commits.append(dict(handled))
+
+
+class LogReader:
+    """The broker side replaced by a list of records per partition."""
+
+    def __init__(self, sizes: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
+        self.log = {tp: [record(tp, o) for o in range(n)] for tp, n in sizes.items()}
+        self.start = committed
+
+    async def committed(self, tp: TopicPartition) -> int:
+        return self.start.get(tp, 0)
+
+    async def read(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
+        return [r for r in self.log[tp] if start <= r.offset < end]
+
+    async def stop(self) -> None:
+        return None
 
 
 class BrokerLog(Input):
-    """The broker side replaced by a list of records per partition (the logic under test is Input's)."""
+    """An Input on a fake app, guarantee and broker log (the logic under test is Input's)."""
 
     def __init__(self, sizes: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
-        app: Any = SimpleNamespace(
-            on_partitions_revoked=SimpleNamespace(connect=lambda fn: None),
-            consumer_generation_id=0,
-            consumer=SimpleNamespace(assignment=lambda: set(sizes)),
-        )
+        app: Any = FakeApp(assignment=sizes)
         self.handled_batches: list[list[tuple[int, int]]] = []
 
         async def work(batch: Any) -> Outbox:
             self.handled_batches.append([(r.partition, r.offset) for r in batch])
             return Outbox()
 
-        kafka = KafkaConnection(bootstrap="unused:9092")
-        super().__init__(app, kafka, work, Delivery({}), commit_interval_s=60.0, on_hole=self.hole)
-        self.log = {tp: [record(tp, o) for o in range(n)] for tp, n in sizes.items()}
-        self.start = committed
+        self.reader_log = LogReader(sizes, committed)
+        super().__init__(app, Publishes(app), self.reader_log, work, commit_interval_s=60.0, on_hole=self.hole)
+        self.start = self.reader_log.start
         self.holes: list[tuple[str, int]] = []
 
     def hole(self, topic: str, count: int) -> None:
         self.holes.append((topic, count))
-
-    async def _committed(self, tp: TopicPartition) -> int:
-        return self.start.get(tp, 0)
-
-    async def _fill(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        got = [r for r in self.log[tp] if start <= r.offset < end]
-        self.on_hole(tp.topic, len(got))
-        return got
 
 
 async def test_holes_before_and_inside_a_batch_are_read_back_in_order() -> None:
@@ -74,15 +93,16 @@ async def test_a_partition_given_back_starts_again_from_its_committed_offset() -
     broker = BrokerLog({P0: 8}, committed={P0: 0})
     await broker._handle([record(P0, 0), record(P0, 1)], 0)
     broker.start[P0] = 5  # another worker went on to 5 meanwhile
-    broker._forget(None, {P0}, signal=None)
+    broker.forget({P0})
     await broker._handle([record(P0, 5)], 0)
     assert broker.handled_batches[1] == [(0, 5)], "no hole between our last offset and the new committed one"
 
 
-class FailsOnce(Output):
-    """An output whose first publish of ``tp`` fails (a transaction aborted), as Transactions reports it."""
+class FailsOnce(Publishes):
+    """An output whose first publish of ``tp`` fails (a transaction aborted), as ExactlyOnce reports it."""
 
-    def __init__(self, tp: TopicPartition) -> None:
+    def __init__(self, app: Any, tp: TopicPartition) -> None:
+        super().__init__(app)
         self.failing = {tp}
         self.published: list[dict[TopicPartition, int]] = []
         self.readied: list[TopicPartition] = []
@@ -102,7 +122,7 @@ class FailsOnce(Output):
 
 async def test_events_of_an_unpublished_partition_are_handled_again_at_once() -> None:
     broker = BrokerLog({P0: 2, P1: 2}, committed={})
-    broker.output = output = FailsOnce(P1)
+    broker.guarantee = output = FailsOnce(broker.app, P1)
     await broker._handle([record(P0, 0), record(P1, 0), record(P0, 1), record(P1, 1)], 0, max_backoff_s=0.0)
     # P1's two events are the partition's last: waiting for a later record would leave them unhandled.
     assert broker.handled_batches == [[(0, 0), (1, 0), (0, 1), (1, 1)], [(1, 0), (1, 1)]]
@@ -112,7 +132,7 @@ async def test_events_of_an_unpublished_partition_are_handled_again_at_once() ->
 
 async def test_nothing_is_handled_again_after_a_rebalance() -> None:
     broker = BrokerLog({P0: 2}, committed={})
-    broker.output = output = FailsOnce(P0)
+    broker.guarantee = output = FailsOnce(broker.app, P0)
     broker.app.consumer_generation_id = 1  # the batch was taken in generation 0
     await broker._handle([record(P0, 0), record(P0, 1)], 0)
     assert len(broker.handled_batches) == 1 and output.published == [{}]

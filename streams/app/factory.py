@@ -1,0 +1,125 @@
+"""The Faust app: topics, the user-state store and the agents that wire the recommender to Kafka.
+
+Data flow::
+
+    items --(items agent: encode in batches)--> <items>-vectors (compacted)
+    <items>-vectors --(catalog loader in every worker, whole topic)--> local Catalog + index
+    events --(events agent, keyed by user_id)--> user-state store --> recommendations
+    anything unusable --> dead-letter topic, with its reason and original bytes
+
+The encoder runs once per item version wherever the items partition lives, and every
+worker still sees the whole catalog, so events can be spread over any number of workers.
+This module is wiring only: a batch's logic is in :mod:`streams.app.items` and
+:mod:`streams.app.events`, publishing and committing in :mod:`streams.app.guarantee`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import faust
+from faust.types import StreamT
+from faust.web import Request, Response, View
+
+from encoders import EMBEDDING_DIM
+from streams.app.catalog import CatalogLoader
+from streams.app.dead_letters import DeadLetters
+from streams.app.events import EventsHandler
+from streams.app.guarantee import declare_guarantee
+from streams.app.input import Input
+from streams.app.items import ItemsHandler, make_encoder
+from streams.app.observability import serve_metrics
+from streams.build import build_recommender, make_catalog
+from streams.contracts import vectors_topic_name
+from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
+from streams.security import KafkaConnection
+from streams.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """Build the streamrec Faust app from settings (one app per worker process)."""
+    s = settings or Settings()
+    kafka = KafkaConnection.from_settings(s)
+    app = faust_app(s, kafka)
+    topic = functools.partial(raw_topic, app, partitions=s.partitions)
+    # The agents' input topics do not ack: each Input commits what was handled (see streams.app.input).
+    items_topic, events_topic = topic(s.topic_items, compacting=True, acks=False), topic(s.topic_events, acks=False)
+    vectors_topic = topic(vectors_topic_name(s), compacting=True)
+    outputs = [vectors_topic, topic(s.topic_recommendations), topic(s.topic_dead_letter)]
+    guarantee = declare_guarantee(app, s, kafka, outputs)
+    app.on_before_shutdown.connect(guarantee.on_shutdown)
+
+    catalog = make_catalog(s, EMBEDDING_DIM)
+    recommender = build_recommender(s, catalog)
+    metrics = Metrics()
+    metrics.prepare(policies=recommender.policies, encoder=s.encoder)
+    metrics.track_sizes(items=lambda: len(catalog), users=lambda: len(guarantee.states))
+    serve_metrics(app, s, metrics)
+    loader = CatalogLoader(s, catalog)
+    dead_letters = DeadLetters(s.topic_dead_letter, metrics)
+    # The encoder is created on first use, inside the worker's event loop.
+    encoder = functools.cache(lambda: InstrumentedEncoder(make_encoder(s), metrics, s.encoder))
+    embed = ItemsHandler(encoder, dead_letters, vectors_topic_name(s))
+    recommend = EventsHandler(recommender, guarantee.states, loader, dead_letters, metrics, ListProbe(catalog, metrics),
+                              s.topic_recommendations, guarantee.changelog)
+    items_input, events_input = (
+        Input(app, guarantee, guarantee.reader(), work, app.conf.broker_commit_interval, metrics.input_holes_read)
+        for work in (embed, recommend)
+    )
+
+    async def load_catalog() -> None:
+        for output in outputs:
+            await output.maybe_declare()
+        await loader.run()
+
+    async def embed_items(stream: StreamT[bytes]) -> None:
+        await items_input.run(stream, s.encoder_batch_size, s.batch_timeout_s)
+
+    async def recommend_events(stream: StreamT[bytes]) -> None:
+        await events_input.run(stream, s.batch_size, s.batch_timeout_s)
+
+    async def commit_handled() -> None:  # what the last batches before a quiet spell handled
+        for agent_input in (items_input, events_input):
+            await agent_input.commit()
+
+    class Status(View):
+        async def get(self, request: Request) -> Response:
+            ready, users = loader.ready.is_set(), len(guarantee.states)
+            return self.json({"items": len(catalog), "catalog_ready": ready, "users": users})
+
+    app.task(load_catalog)
+    app.agent(items_topic, name="embed_items")(embed_items)
+    app.agent(events_topic, name="recommend")(recommend_events)
+    app.timer(app.conf.broker_commit_interval)(commit_handled)
+    app.page("/streamrec/status/")(Status)
+    return app
+
+
+def faust_app(s: Settings, kafka: KafkaConnection) -> faust.App:
+    """The Faust app of settings ``s``, before its topics and agents."""
+    return faust.App(
+        s.app_id,
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
+        store="memory://",
+        datadir=str(s.data_dir),
+        web_host=s.web_host,
+        web_bind=s.web_host,
+        web_port=s.web_port,
+        topic_partitions=s.partitions,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=max(s.session_timeout_s / 10, 0.5),
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        # Lists are ~1 KB: batches of up to 1 MB per partition, lingering 2 ms, keep the producer's
+        # requests few without holding a list back noticeably.
+        producer_linger=0.002,
+        producer_max_batch_size=1 << 20,
+        broker_max_poll_records=2 * s.batch_size,
+    )
+
+
+def raw_topic(app: faust.App, name: str, **kw: Any) -> faust.TopicT:
+    """A topic of raw bytes keys and values (the app decodes them itself, with reasons)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw)

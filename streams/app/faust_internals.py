@@ -1,0 +1,84 @@
+"""Every private attribute of Faust, mode or aiokafka that streamrec uses, in one place.
+
+faust-streaming is pinned to 0.15.3 (aiokafka 0.14, mode-streaming 0.7): these are not public API and
+may change in any release. ``tests/unit/test_faust_internals.py`` asserts each one still exists with the
+shape used here, so an upgrade fails there, loudly, rather than somewhere in a rebalance.
+
+What each is for:
+
+* :func:`commit_offsets`: ``Consumer._commit`` commits the offsets given (``commit()`` would commit
+  the acked ones, and the input topics do not ack: see :mod:`streams.app.input`); Faust's sensors
+  (``on_commit_initiated``/``on_commit_completed``) and monitor (``on_tp_commit``) are told, as
+  Faust's own commit would tell them.
+* :func:`report_in`: ``message.tracked`` and ``sensors.on_message_in``: Faust tells its sensors a
+  message came in only on acking topics.
+* :func:`consumer_generation`: ``app.consumer_generation_id``, the consumer group generation, which
+  tells a batch taken before a rebalance from one taken after it.
+* :func:`force_metadata_update`: ``AIOKafkaConsumer._client``, to refresh metadata while a topic
+  is being created.
+* :func:`table_data`: ``Table.data``, the table's in-memory store, written directly (see
+  :mod:`streams.app.guarantee.at_least_once`).
+* :func:`leader_topic_name`: ``app._leader_assignor._leader_topic_name``, the one topic Faust itself
+  creates (the Kubernetes topic manifests declare it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, cast
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import Consumer
+from faust.types import EventT, TableT
+
+
+def consumer_generation(app: faust.App) -> int:
+    """The consumer group generation the worker is in now (it changes with every rebalance)."""
+    return int(app.consumer_generation_id)
+
+
+def assigned_partitions(app: faust.App) -> set[TopicPartition]:
+    """The partitions Faust's consumer holds now, as aiokafka ``TopicPartition``s."""
+    return {TopicPartition(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+
+
+def report_in(app: faust.App, events: Sequence[EventT[Any]]) -> None:
+    """Tell Faust's sensors these messages came in."""
+    # Faust tells its sensors a message came in only on acking topics; it still tells them when
+    # the message is acked, so without this its per-topic counters stay empty and its gauge of
+    # active messages runs negative.
+    on_message_in = app.sensors.on_message_in
+    for event in events:
+        message = event.message
+        if not message.tracked:
+            message.tracked = True
+            on_message_in(message.tp, message.offset, message)
+
+
+async def commit_offsets(app: faust.App, offsets: Mapping[TopicPartition, int]) -> bool:
+    """Commit exactly ``offsets`` for the app's group, with Faust's sensors and monitor told; raises if
+    the commit fails. True if the consumer committed them."""
+    consumer = cast(Consumer, app.consumer)
+    sensor_state = app.sensors.on_commit_initiated(consumer)
+    # Consumer._commit commits the given offsets (commit() would commit acked ones).
+    done = await consumer._commit(cast(Any, offsets))
+    app.sensors.on_commit_completed(consumer, sensor_state)
+    if done:
+        app.monitor.on_tp_commit(cast(Any, offsets))
+    return bool(done)
+
+
+async def force_metadata_update(consumer: AIOKafkaConsumer) -> None:
+    """Ask the broker for fresh metadata now (a topic just created may not be known yet)."""
+    await consumer._client.force_metadata_update()
+
+
+def table_data(table: TableT[Any, Any]) -> MutableMapping[bytes, bytes]:
+    """The table's in-memory store: reads and writes bypass the table's changelog producer."""
+    return cast(MutableMapping[bytes, bytes], table.data)
+
+
+def leader_topic_name(app: faust.App) -> str:
+    """The name of the leader-election topic Faust's assignor declares for the app."""
+    return str(cast(Any, app._leader_assignor)._leader_topic_name)

@@ -1,0 +1,147 @@
+"""The agents' batch logic with in-memory fakes: replays skipped, states stamped, bad input and a failing
+recommender dead-lettered, probes and metrics only once a partition is published."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from aiokafka import TopicPartition
+
+from streams.app.batch import Outbox, Record
+from streams.app.catalog import CatalogLoader
+from streams.app.dead_letters import DeadLetters
+from streams.app.events import EventsHandler
+from streams.app.items import ItemsHandler
+from streams.app.stamps import stamp, unstamp
+from streams.contracts import Event, Item, Recommendation, vector_of
+from streams.metrics import Metrics
+from streams.recommender import BatchResult, ListTrace
+from streams.retrieval import Catalog, CatalogItem
+from streams.settings import Settings
+from streams.testing import PartitionedStates, event_record, record
+
+P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
+NOW = time.time()
+
+
+class FakeRecommender:
+    """Answers each event with an empty list and the state ``S-<user>-<n events so far>``; or fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.seen: list[list[tuple[bytes, str]]] = []
+
+    def process(self, events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult:
+        if self.fail:
+            raise ValueError("boom")
+        self.seen.append([(key, ev.event_id) for key, ev in events])
+        lists = [Recommendation(user_id=ev.user_id, event_id=ev.event_id, generated_at=0, policy="p", items=[])
+                 for _, ev in events]
+        counts = Counter(key for key, _ in events)
+        new = {key: f"S-{key.decode()}-{n}".encode() for key, n in counts.items()}
+        traces = [ListTrace("p", "relevance", Counter(), 0.0) for _ in events]
+        return BatchResult(lists, new, traces, [])
+
+
+class FakeProbe:  # a ListProbe that only records its calls
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], int]] = []
+
+    def published(self, events: Sequence[Event], produced_at: Sequence[float], recs: Sequence[Recommendation],
+                  traces: Sequence[ListTrace], rewards: Sequence[Any] = ()) -> None:
+        self.calls.append(([e.event_id for e in events], len(recs)))
+
+
+class Rig:
+    def __init__(self, fail: bool = False) -> None:
+        catalog = Catalog(2)
+        catalog.upsert([CatalogItem("i1", "One"), CatalogItem("i2", "Two")], np.eye(2, dtype=np.float32))
+        self.loader = CatalogLoader(Settings(), catalog)
+        self.loader.ready.set()
+        self.states = PartitionedStates()
+        self.metrics = Metrics()
+        self.probe = FakeProbe()
+        self.recommender = FakeRecommender(fail)
+        self.handler = EventsHandler(self.recommender, self.states, self.loader, DeadLetters("dlq", self.metrics),
+                                     self.metrics, self.probe, "recs", "changelog")
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def topics(out: Outbox) -> list[tuple[int, str, bytes | None]]:
+    return [(m.source.partition, m.topic, m.key) for m in out.messages]
+
+
+async def test_lists_then_states_stamped_with_the_last_offset_applied_once_published() -> None:
+    rig = Rig()
+    batch = [event_record(P0, 3, "u1", "i1", NOW), event_record(P1, 0, "u2", "i2", NOW),
+             event_record(P0, 4, "u1", "i2", NOW)]
+    out = await rig.handler(batch)
+    assert topics(out) == [(0, "recs", b"u1"), (1, "recs", b"u2"), (0, "recs", b"u1"),
+                           (0, "changelog", b"u1"), (1, "changelog", b"u2")]
+    changelog = {m.key: m.value for m in out.messages if m.topic == "changelog"}
+    assert changelog == {b"u1": stamp(4, b"S-u1-2"), b"u2": stamp(0, b"S-u2-1")}
+    assert len(rig.states) == 0 and rig.probe.calls == []  # nothing local before the output is out
+    out.published({P0})
+    assert dict(rig.states) == {b"u1": stamp(4, b"S-u1-2")}
+    assert rig.probe.calls == [(["e3", "e4"], 2)]
+    out.published({P1})
+    assert unstamp(rig.states[b"u2"]) == (0, b"S-u2-1") and len(rig.probe.calls) == 2
+
+
+async def test_events_at_or_below_the_stamped_offset_are_skipped_as_replays() -> None:
+    rig = Rig()
+    rig.states.put(0, b"u1", stamp(5, b"S-u1-old"))
+    out = await rig.handler([event_record(P0, o, "u1", "i1", NOW) for o in (4, 5, 6)])
+    assert rig.recommender.seen == [[(b"u1", "e6")]]
+    assert [m.topic for m in out.messages] == ["recs", "changelog"]
+    assert rig.sample("streamrec_events_replayed_total") == 2
+
+
+async def test_unusable_events_are_dead_lettered_with_their_reason() -> None:
+    rig = Rig()
+    bad = [record(P0, 0, key=b"u1", value=b"{not json"), event_record(P0, 1, "u1", "nope", NOW),
+           event_record(P0, 2, "u1", "i1", NOW)]
+    out = await rig.handler(bad)
+    dead = [json.loads(m.value) for m in out.messages if m.topic == "dlq"]
+    assert [(d["offset"], d["reason"]) for d in dead] == [(0, "invalid_json"), (1, "unknown_item")]
+    assert rig.recommender.seen == [[(b"u1", "e2")]]
+    assert rig.sample("streamrec_dead_letters_total", reason="unknown_item") == 0  # counted once published
+    out.published({P0})
+    assert rig.sample("streamrec_dead_letters_total", reason="unknown_item") == 1
+
+
+async def test_a_failing_recommender_dead_letters_its_events_and_writes_no_state() -> None:
+    rig = Rig(fail=True)
+    out = await rig.handler([event_record(P0, 0, "u1", "i1", NOW), event_record(P1, 0, "u2", "i2", NOW)])
+    dead = [json.loads(m.value) for m in out.messages]
+    assert [(d["partition"], d["reason"], d["detail"]) for d in dead] == [
+        (0, "processing_error", "ValueError: boom"), (1, "processing_error", "ValueError: boom")]
+    assert all(m.topic == "dlq" for m in out.messages)
+    out.published({P0, P1})
+    assert len(rig.states) == 0 and rig.probe.calls == []
+    assert rig.sample("streamrec_dead_letters_total", reason="processing_error") == 2
+
+
+class FakeEncoder:
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.full((len(texts), 3), 0.5, dtype=np.float32)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_items_are_embedded_to_the_vectors_topic_and_bad_ones_dead_lettered() -> None:
+    items = TopicPartition("items", 0)
+    good = Item(item_id="i1", title="One", created_at=NOW).model_dump_json().encode()
+    handler = ItemsHandler(lambda: FakeEncoder(), DeadLetters("dlq", Metrics()), "items-vectors")  # type: ignore[arg-type,return-value]
+    out = await handler([Record("items", 0, 0, b"i1", good, 0.0), Record("items", 0, 1, b"x", b"", 0.0)])
+    assert [(m.source, m.topic, m.key) for m in out.messages] == [(items, "dlq", b"x"), (items, "items-vectors", b"i1")]
+    vector = json.loads(out.messages[1].value)["vector_b64"]
+    assert vector_of(vector).tolist() == [0.5, 0.5, 0.5]
