@@ -184,3 +184,15 @@ def test_explore_slots_rounding() -> None:
     assert [explore_slots(s, 10) for s in (0.0, 0.04, 0.05, 0.1, 0.3, 1.0)] == [0, 0, 1, 1, 3, 10]
     with pytest.raises(ValueError):
         explore_slots(1.5, 10)
+
+
+def test_thompson_learn_many_is_learn_one_in_order() -> None:
+    rng = np.random.default_rng(0)
+    one, many = ThompsonSampling(half_life=7), ThompsonSampling(half_life=7)
+    for _ in range(20):
+        arms, rewards = [f"a{i}" for i in rng.integers(0, 6, 30)], rng.integers(0, 2, 30).astype(float)
+        for arm, reward in zip(arms, rewards, strict=True):
+            one.learn_one(arm, reward)
+        many.learn_many(arms, rewards)
+    for i in range(6):
+        assert np.allclose(one.posterior(f"a{i}"), many.posterior(f"a{i}"))

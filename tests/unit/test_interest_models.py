@@ -260,15 +260,17 @@ def test_neighbour_tables_stay_bounded() -> None:
     assert rows.ids(cv.neighbours(rows.of(["hub"]), 1)[0]) == ["x0"]
 
 
-def test_batched_update_equals_one_by_one_while_no_row_is_cut() -> None:
+def test_batched_update_equals_one_by_one() -> None:
+    """Small tables (rows fill up and are cut mid-batch) and a short half-life: a batch is its events in order."""
     rng = np.random.default_rng(5)
-    one, batched = CoVisitation(max_neighbours=50, window=4, half_life=30.0), CoVisitation(50, 4, 30.0)
-    recent = [rng.integers(0, 40, rng.integers(0, 6)) for _ in range(60)]
-    items, weights = rng.integers(0, 40, 60), rng.choice([0.0, 0.5, 1.0], 60)
+    one, batched = CoVisitation(max_neighbours=3, window=4, half_life=30.0), CoVisitation(3, 4, 30.0)
+    recent = [rng.integers(0, 40, rng.integers(0, 6)) for _ in range(300)]
+    items, weights = rng.integers(0, 40, 300), rng.choice([0.0, 0.5, 1.0], 300)
     for r, i, w in zip(recent, items, weights, strict=True):
         one.update(r, int(i), float(w))
-    batched.update_many(recent, items, weights)
-    for r in recent[:10]:
+    for start in range(0, 300, 50):
+        batched.update_many(recent[start : start + 50], items[start : start + 50], weights[start : start + 50])
+    for r in recent[:40]:
         a, b = one.neighbours(r, 20, 40), batched.neighbours(r, 20, 40)
         assert a[0].tolist() == b[0].tolist() and np.allclose(a[1], b[1])
 

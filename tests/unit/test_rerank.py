@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.rerank import MMR, TopK
+from streams.rerank import DPP, MMR, Reranker, TopK
 from streams.testing import unit_rows
 
 
@@ -61,3 +61,23 @@ def test_rerank_maps_positions_to_candidates_and_checks_lengths() -> None:
         MMR(0.7).rerank(["a", "b"], rel, emb, 2)
     with pytest.raises(ValueError):
         MMR(1.5)
+
+
+RERANKERS = {"topk": TopK(), "mmr": MMR(0.7), "dpp": DPP(0.7), "dpp0.3": DPP(0.3), "dpp-window3": DPP(0.7, window=3)}
+
+
+@pytest.mark.parametrize("reranker", RERANKERS.values(), ids=RERANKERS.keys())
+def test_select_many_is_select_per_list(reranker: Reranker) -> None:
+    """A batch of lists of different lengths, packed left with -inf after each list."""
+    rng = np.random.default_rng(1)
+    n_lists, width, d, k = 40, 30, 8, 10
+    emb = rng.normal(size=(n_lists, width, d)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+    rel = rng.random((n_lists, width)).astype(np.float32)
+    counts = rng.integers(0, width + 1, n_lists)
+    for b in range(n_lists):
+        rel[b, counts[b] :] = -np.inf
+    many = reranker.select_many(rel, emb, k)
+    for b in range(n_lists):
+        one = reranker.select(rel[b, : counts[b]], emb[b, : counts[b]], k)
+        assert many[b][many[b] >= 0].tolist() == one.tolist()
