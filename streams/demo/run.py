@@ -116,7 +116,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
     console.print(f"worker metrics (Prometheus) at {metrics_url(settings)}")
     try:
         with _progress() as progress:
-            task = progress.add_task("embedding catalog", total=len(data.items))
+            task = progress.add_task("embedding catalog", total=len(data.items), live="")
             await produce(kafka, settings.topic_items, ((it.item_id, it) for it in data.items))
             while True:
                 st = await asyncio.to_thread(worker.wait_until, lambda s: True, 600, "answering")
@@ -126,8 +126,8 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
                 await asyncio.sleep(0.5)
 
             sent: dict[str, float] = {}
-            task = progress.add_task("streaming ratings", total=len(data.events))
-            done = progress.add_task("recommendations", total=len(data.events))
+            task = progress.add_task("streaming ratings", total=len(data.events), live="")
+            done = progress.add_task("recommendations", total=len(data.events), live="")
 
             def on_sent(i: int, t: float) -> None:
                 sent[data.events[i].event_id] = t
@@ -142,9 +142,9 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
                     raise RuntimeError(f"worker died:\n{worker.log_tail()}")
                 if producing.done():
                     producing.result()
-                progress.update(done, completed=len(collector.received))
+                progress.update(done, completed=len(collector.received), live=_live(collector.received, sent))
                 await asyncio.sleep(0.2)
-            progress.update(done, completed=len(collector.received))
+            progress.update(done, completed=len(collector.received), live=_live(collector.received, sent))
             await producing
         elapsed = max(t for t, _ in collector.received) - start
     finally:
@@ -155,8 +155,30 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[live]}"), console=console,
     )
+
+
+def _live(received: list[tuple[float, Recommendation]], sent: dict[str, float], window_s: float = 5.0) -> str:
+    """Lists per second and latency (event produced -> list consumed) over the last ``window_s``.
+
+    >>> from streams.contracts import Recommendation
+    >>> recs = [(100.0 + i / 10, Recommendation(user_id="u", event_id=str(i), generated_at=0, policy="p", items=[]))
+    ...         for i in range(50)]
+    >>> _live(recs, {str(i): 100.0 + i / 10 - 0.02 for i in range(50)})
+    '10 lists/s · p50 20 ms · p99 20 ms'
+    """
+    if not received:
+        return ""
+    end = received[-1][0]
+    recent = [(t, r) for t, r in received[-5000:] if t >= end - window_s]
+    span = max(end - recent[0][0], 1e-9) if len(recent) > 1 else window_s
+    lat = [1000.0 * (t - sent[r.event_id]) for t, r in recent if r.event_id in sent]
+    if not lat:
+        return f"{len(recent) / span:,.0f} lists/s"
+    p50, p99 = np.percentile(lat, [50, 99])
+    return f"{len(recent) / span:,.0f} lists/s · p50 {p50:,.0f} ms · p99 {p99:,.0f} ms"
 
 
 def _report(

@@ -10,7 +10,8 @@ exactly the same information at every list, and differ only in how they rank.
 * ``popular``: decayed most-popular (the catalog's popularity, as the trending source).
 * ``covisit``: item-kNN by co-visitation with the user's recent items.
 * ``cosine``: nearest items to the user's decayed mean embedding, no diversification.
-* ``funkmf``: River's ``FunkMF`` learned online on the positives (with sampled negatives).
+* ``funkmf``: Funk matrix factorisation (River's ``FunkMF`` updates, in numpy) learned online on the
+  positives (with sampled negatives).
 
 Every baseline skips items the user already touched (as the policies do) and fills up with the
 most popular items when its own ranking runs short (cold users, unknown items), so every list
