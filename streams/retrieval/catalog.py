@@ -111,6 +111,7 @@ class Catalog:
         self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
         self._pop_scale = 1.0
         self.compact = CompactVectors(dim, compact_dim)
+        self._newest: tuple[int, npt.NDArray[np.int64]] | None = None  # (n, rows) until the next upsert
 
     def __len__(self) -> int:
         return len(self.items)
@@ -215,6 +216,7 @@ class Catalog:
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
         self.compact.upsert(self.vectors[: len(self.items)], rows)
+        self._newest = None
 
     def record_engagement(self, item_id: str, weight: float) -> None:
         row = self._rows.get(item_id)
@@ -239,14 +241,37 @@ class Catalog:
         return self._created[: len(self.items)]
 
     def newest(self, n: int) -> npt.NDArray[np.int64]:
-        """The ``n`` most recently created rows, newest first (ties by row)."""
-        created = self.created_at()
-        order = np.lexsort((np.arange(len(created)), -created))[: min(n, len(created))]
-        return order.astype(np.int64)
+        """The ``n`` most recently created rows, newest first (ties by row); kept until the catalog changes.
+
+        >>> c = Catalog(dim=1)
+        >>> items = [CatalogItem(i, i, created_at=t) for i, t in [("a", 1.0), ("b", 3.0), ("c", 3.0)]]
+        >>> c.upsert(items, np.ones((3, 1)))
+        >>> c.newest(2).tolist()
+        [1, 2]
+        """
+        if self._newest is None or self._newest[0] != n:
+            self._newest = (n, top_rows_by(self.created_at(), n))
+        return self._newest[1]
 
     def popular(self, n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The ``n`` most popular rows and their popularity, best first (ties by row)."""
         pop = self.popularity()
-        n = min(n, len(pop))
-        order = np.lexsort((np.arange(len(pop)), -pop))[:n]
-        return order.astype(np.int64), pop[order]
+        order = top_rows_by(pop, n)
+        return order, pop[order]
+
+
+def top_rows_by(values: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.int64]:
+    """The rows of the ``n`` largest ``values``, largest first, ties by row: a partition to the
+    ``n``-th value and a sort of what is above it, not a sort of the whole catalog.
+
+    >>> top_rows_by(np.array([0.0, 2.0, 1.0, 2.0, 1.0]), 3).tolist()
+    [1, 3, 2]
+    """
+    n = min(n, len(values))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    cut = np.partition(values, len(values) - n)[len(values) - n]  # the n-th largest value
+    above = np.flatnonzero(values > cut)
+    ties = np.flatnonzero(values == cut)[: n - len(above)]  # the lowest rows of the tied value
+    rows = np.concatenate([above, ties])
+    return rows[np.lexsort((rows, -values[rows]))].astype(np.int64)
