@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="The most relevant candidates each list's reranker sees (0: the whole pool)"
     )
     compact_dim: int = Field(
-        default=0, ge=0, description="Dimensions of the item vectors compared while serving: nearest items, the "
+        default=128, ge=0, description="Dimensions of the item vectors compared while serving: nearest items, the "
         "cosine feature, the rerankers' similarity (0: the full vectors; else their projection on the catalog's "
         "top singular vectors)"
     )
