@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
+Scores = npt.NDArray[np.floating]  # [lists, candidates], -inf after each list's candidates
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class ListContext:
 
     categories: Sequence[Sequence[str]] = ()
     user_categories: Mapping[str, float] = field(default_factory=dict)
+
+
+Contexts = Sequence[ListContext | None] | None
 
 
 class Reranker(abc.ABC):
@@ -48,13 +52,7 @@ class Reranker(abc.ABC):
         ``relevance`` has shape ``[N]``; ``embeddings`` has shape ``[N, d]`` with L2-normalised rows.
         """
 
-    def select_many(
-        self,
-        relevance: npt.NDArray[np.floating],
-        embeddings: FloatArray,
-        k: int,
-        contexts: Sequence[ListContext | None] | None = None,
-    ) -> IndexArray:
+    def select_many(self, relevance: Scores, embeddings: FloatArray, k: int, contexts: Contexts = None) -> IndexArray:
         """:meth:`select` for ``B`` lists at once: ``relevance`` ``[B, P]`` with ``-inf`` after each list's
         candidates (they are packed first), ``embeddings`` ``[B, P, d]``; ``[B, min(k, P)]`` positions,
         ``-1`` where a list has fewer than ``k`` candidates."""

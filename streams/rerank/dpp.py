@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
+from streams.rerank.base import Contexts, FloatArray, IndexArray, ListContext, Reranker, Scores
 from streams.rerank.relevance import top_k
 
 
@@ -136,13 +135,7 @@ class DPP(Reranker):
             d2[j] = -np.inf
         return chosen
 
-    def select_many(
-        self,
-        relevance: npt.NDArray[np.floating],
-        embeddings: FloatArray,
-        k: int,
-        contexts: Sequence[ListContext | None] | None = None,
-    ) -> IndexArray:
+    def select_many(self, relevance: Scores, embeddings: FloatArray, k: int, contexts: Contexts = None) -> IndexArray:
         """Algorithm 1 for every list at once: each greedy step is one batched kernel column and one
         update of every list's gains; lists that stop early (``eps``) are filled by relevance as in
         :meth:`select`. The windowed variant and ``theta = 1`` go list by list."""

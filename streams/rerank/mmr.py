@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import numpy.typing as npt
 
-from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
+from streams.rerank.base import Contexts, FloatArray, IndexArray, ListContext, Reranker, Scores
 
 
 class MMR(Reranker):
@@ -55,13 +52,7 @@ class MMR(Reranker):
             np.maximum(max_sim, embeddings @ embeddings[best], out=max_sim)
         return chosen
 
-    def select_many(
-        self,
-        relevance: npt.NDArray[np.floating],
-        embeddings: FloatArray,
-        k: int,
-        contexts: Sequence[ListContext | None] | None = None,
-    ) -> IndexArray:
+    def select_many(self, relevance: Scores, embeddings: FloatArray, k: int, contexts: Contexts = None) -> IndexArray:
         """The greedy steps of :meth:`select` for every list at once (one batched product a step)."""
         n_lists, width = relevance.shape
         k = min(k, width)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import numpy.typing as npt
 
-from streams.rerank.base import FloatArray, IndexArray, ListContext, Reranker
+from streams.rerank.base import Contexts, FloatArray, IndexArray, ListContext, Reranker, Scores
 
 
 def top_k(scores: FloatArray, k: int) -> IndexArray:
@@ -40,13 +37,7 @@ class TopK(Reranker):
     ) -> IndexArray:
         return top_k(relevance, k)
 
-    def select_many(
-        self,
-        relevance: npt.NDArray[np.floating],
-        embeddings: FloatArray,
-        k: int,
-        contexts: Sequence[ListContext | None] | None = None,
-    ) -> IndexArray:
+    def select_many(self, relevance: Scores, embeddings: FloatArray, k: int, contexts: Contexts = None) -> IndexArray:
         order = np.argsort(-relevance, axis=1, kind="stable")[:, :k]  # ties by position, as top_k
         picked = np.take_along_axis(relevance, order, axis=1)
         return np.where(np.isfinite(picked), order, -1).astype(np.intp)
