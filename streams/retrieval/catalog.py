@@ -18,19 +18,22 @@ class CompactVectors:
     vectors (the rank-``dim`` subspace that keeps inner products best), for the rerankers'
     similarity, where gathering full 384-d rows per candidate costs more than the reranking.
 
-    The basis is refitted when the catalog has doubled since the last fit (all rows re-projected);
-    rows added in between are projected on the current basis. With ``dim`` at or above the
-    vectors' dimension the rows are the vectors themselves.
+    The basis is fitted when first needed and again when the catalog has doubled since (all rows
+    re-projected); rows added in between are projected on the current basis. A fit reads the
+    rows sorted by item id and a row's projection is computed on its own, so a worker that loaded
+    its catalog in pieces, in any order, holds the same bits as one that loaded it at once. With
+    ``dim`` at or above the vectors' dimension the rows are the vectors themselves.
 
     >>> cv = CompactVectors(3, 2)
     >>> v = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0.8, 0]], np.float32)
-    >>> cv.upsert(v, np.arange(3))
+    >>> cv.sync(v, np.array(["a", "b", "c"], dtype=object), np.arange(3))
     >>> (cv.vectors[:3] @ cv.vectors[2]).astype(float).round(3).tolist()
     [0.6, 0.8, 1.0]
     """
 
     def __init__(self, full_dim: int, dim: int) -> None:
         self.dim = min(dim, full_dim) if dim > 0 else full_dim
+        self.full_dim = full_dim
         self._basis: F32 | None = None  # [dim, full_dim]
         self._fitted_on = 0
         self.vectors = np.zeros((0, self.dim), np.float32)
@@ -38,33 +41,36 @@ class CompactVectors:
     @property
     def active(self) -> bool:
         """Whether the rows are a projection (``dim`` below the vectors' dimension)."""
-        return self._basis is not None
+        return self.dim < self.full_dim
 
     def project(self, vectors: F32) -> F32:
-        """``vectors`` (full dimension) as unit rows in the compact space."""
+        """``vectors`` (full dimension) as unit rows in the compact space, each row on its own (an
+        ``einsum`` loop, not a BLAS product whose rounding follows the batch's shape)."""
         if self._basis is None:
             return vectors
-        projected = vectors @ self._basis.T
+        projected = np.einsum("nd,kd->nk", vectors.astype(np.float32, copy=False), self._basis)
         out: F32 = projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), np.float32(1e-12))
         return out
 
-    def upsert(self, all_vectors: F32, rows: npt.NDArray[np.int64]) -> None:
-        """Project ``rows`` of ``all_vectors`` (the catalog's, by row); refit when the catalog doubled."""
+    def sync(self, all_vectors: F32, ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64]) -> None:
+        """Bring ``rows`` (changed since the last sync) up to date; fit first if none yet or the catalog doubled."""
         n = len(all_vectors)
         if n > len(self.vectors):
             grown = np.zeros((max(n, 2 * len(self.vectors)), self.dim), np.float32)
             grown[: len(self.vectors)] = self.vectors
             self.vectors = grown
-        if self.dim == all_vectors.shape[1]:
+        if not self.active:
             self.vectors[rows] = all_vectors[rows]
             return
-        if self._basis is None or n >= 2 * self._fitted_on:
-            _, _, vt = np.linalg.svd(all_vectors.astype(np.float32), full_matrices=False)
+        if n and (self._basis is None or n >= 2 * self._fitted_on):
+            order = np.argsort(ids, kind="stable")  # the same matrix whatever order the rows came in
+            _, _, vt = np.linalg.svd(all_vectors[order].astype(np.float32), full_matrices=False)
             basis = np.zeros((self.dim, all_vectors.shape[1]), np.float32)
             basis[: min(self.dim, len(vt))] = vt[: self.dim]
             self._basis, self._fitted_on = basis, n
             rows = np.arange(n)
-        self.vectors[rows] = self.project(all_vectors[rows])
+        if len(rows):
+            self.vectors[rows] = self.project(all_vectors[rows])
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +116,8 @@ class Catalog:
         self._created = np.zeros(0, dtype=np.float64)
         self._pop_growth = 2.0 ** (1.0 / popularity_half_life)
         self._pop_scale = 1.0
-        self.compact = CompactVectors(dim, compact_dim)
+        self._compact = CompactVectors(dim, compact_dim)
+        self._unsynced: list[npt.NDArray[np.int64]] = []  # rows upserted since the compact vectors last looked
         self._newest: tuple[int, npt.NDArray[np.int64]] | None = None  # (n, rows) until the next upsert
 
     def __len__(self) -> int:
@@ -146,6 +153,17 @@ class Catalog:
                 weights[code] = share
         out: F32 = weights[self._codes[rows]].sum(axis=1, dtype=np.float32)
         return out
+
+    @property
+    def compact(self) -> CompactVectors:
+        """The compact vectors, brought up to date with every upsert so far (fitted lazily, so a
+        catalog loaded in many upserts fits once, when first served from)."""
+        if self._unsynced:
+            rows = np.unique(np.concatenate(self._unsynced))
+            self._unsynced = []
+            n = len(self.items)
+            self._compact.sync(self.vectors[:n], self._ids[:n], rows)
+        return self._compact
 
     def category_weights(self, mixes: Sequence[Mapping[str, float]]) -> F32:
         """Per mix, its weight of every category code (the last column is the padding's 0): ``[B, C + 1]``."""
@@ -215,7 +233,7 @@ class Catalog:
         self._norms[rows] = np.linalg.norm(self.vectors[rows], axis=1)
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
-        self.compact.upsert(self.vectors[: len(self.items)], rows)
+        self._unsynced.append(rows)
         self._newest = None
 
     def record_engagement(self, item_id: str, weight: float) -> None:
