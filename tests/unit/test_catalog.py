@@ -24,7 +24,10 @@ def test_compact_vectors_are_the_same_bits_whatever_the_load_order() -> None:
     b = in_pieces.compact.vectors[in_pieces.rows([f"i{j}" for j in range(300)])]
     assert a.shape == (300, 16) and np.array_equal(a, b)
     queries = vectors[:5] + 0.1
-    assert np.array_equal(at_once.compact.project(queries), in_pieces.compact.project(queries))
+    projected = at_once.compact.project(queries)
+    assert np.array_equal(projected, in_pieces.compact.project(queries))
+    # a query's projection does not depend on the others projected with it (a list on its batch)
+    assert all(np.array_equal(projected[i], at_once.compact.project(queries[i : i + 1])[0]) for i in range(5))
     # a projection keeps most of the inner products' structure
     full, compact = vectors @ vectors.T, a @ a.T
     assert np.corrcoef(full.ravel(), compact.ravel())[0, 1] > 0.3
