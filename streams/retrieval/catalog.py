@@ -146,12 +146,7 @@ class Catalog:
         >>> c.category_affinity({"drama": 0.75, "comedy": 0.25}, np.array([1, 0])).tolist()
         [1.0, 0.75]
         """
-        weights = np.zeros(len(self._categories) + 1, np.float32)  # the last entry is the padding's 0
-        for name, share in mix.items():
-            code = self._categories.get(name)
-            if code is not None:
-                weights[code] = share
-        out: F32 = weights[self._codes[rows]].sum(axis=1, dtype=np.float32)
+        out: F32 = self.category_affinity_many([mix], rows[None, :])[0]
         return out
 
     @property
@@ -166,7 +161,7 @@ class Catalog:
         return self._compact
 
     def category_weights(self, mixes: Sequence[Mapping[str, float]]) -> F32:
-        """Per mix, its weight of every category code (the last column is the padding's 0): ``[B, C + 1]``."""
+        """Per mix, its weight of every category code (the last column, the padding's, stays 0): ``[B, C + 1]``."""
         weights = np.zeros((len(mixes), len(self._categories) + 1), np.float32)
         for b, mix in enumerate(mixes):
             for name, share in mix.items():
