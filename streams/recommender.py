@@ -227,7 +227,7 @@ class Recommender:
         """The lists of a chunk of events, made together."""
         if not pending:  # a batch whose every message went to the dead-letter topic
             return [], []
-        if len(self.catalog) == 0:
+        if not len(self.catalog.listable_rows()):  # empty, or every item retired
             return [[] for _ in pending], [ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0)
                                            for p in pending]
         seen = [self.catalog.rows(p.state.history) for p in pending]
@@ -276,6 +276,8 @@ class Recommender:
         elif (full := catalog.index.similarities(stacked)) is not None:
             product = _Similarities(full, np.maximum(catalog.norms(), np.float32(1e-12)))
         if product is not None:
+            if catalog.retired:  # retired items do not take nearest-item slots (the pool drops them anyway)
+                product.scores[:, ~catalog.listable()[: product.scores.shape[1]]] = -np.inf
             ann_rows, _ = top_rows(product.scores, want)
         else:
             ann_rows, _ = catalog.index.search_many(stacked, want)
@@ -319,6 +321,7 @@ class Recommender:
         lengths = [len(s) for s in seen]
         taken[np.repeat(events, lengths), np.concatenate(seen) if seen else np.zeros(0, np.int64)] = True
         seen_mask = taken.copy()
+        taken[:, ~catalog.listable()] = True  # retired: no source may list them
         kept_rows, kept_tags = [], []
         for rows, limits, tag in segments:
             ok = (rows >= 0) & ~taken[events[:, None], np.where(rows >= 0, rows, 0)]
@@ -465,9 +468,11 @@ class Recommender:
         if p.policy.explore_share <= 0:
             return exploit
         rng = event_rng(p.event.event_id)
-        n = len(self.catalog)
+        listable = self.catalog.listable_rows()  # every row while none is retired: the same draws
+        if not len(listable):
+            return exploit
         # Draw with replacement and drop repeats: a full permutation of the catalog per list is slow.
-        draw = rng.integers(n, size=2 * (self.mix.explore_pool + n_seen + self.k))
+        draw = listable[rng.integers(len(listable), size=2 * (self.mix.explore_pool + n_seen + self.k))]
         pool = draw[np.sort(np.unique(draw, return_index=True)[1])]
         pool = pool[~seen[pool]][: self.mix.explore_pool]
         ids = self.catalog.ids(pool)

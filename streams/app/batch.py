@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from faust.types import EventT
 
-Message = tuple[bytes | None, bytes]  # key, value
+Message = tuple[bytes | None, bytes | None]  # key, value (None: a tombstone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Outgoing:
     source: TopicPartition  # the input partition whose events this message answers
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Outbox:
     messages: list[Outgoing] = field(default_factory=list)
     effects: list[tuple[TopicPartition, Callable[[], None]]] = field(default_factory=list)
 
-    def add(self, source: TopicPartition, topic: str, key: bytes | None, value: bytes) -> None:
+    def add(self, source: TopicPartition, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.messages.append(Outgoing(source, topic, key, value))
 
     def after(self, source: TopicPartition, effect: Callable[[], None]) -> None:

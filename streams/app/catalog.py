@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def to_catalog_item(item: Item) -> CatalogItem:
-    return CatalogItem(item.item_id, item.title, tuple(item.categories), item.created_at)
+    return CatalogItem(item.item_id, item.title, tuple(item.categories), item.created_at, item.available)
 
 
 class CatalogLoader:
@@ -58,7 +59,7 @@ class CatalogLoader:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for records in batch.values():
                     async with self.lock:
-                        self.load([r.value for r in records if r.value is not None])
+                        self.load([(r.key, r.value) for r in records])
                 if pending:
                     pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
                     if not pending:
@@ -77,11 +78,17 @@ class CatalogLoader:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic!r} does not exist")
 
-    def load(self, values: list[bytes]) -> None:
-        """Add (or replace) the items of these ``<items>-vectors`` messages."""
+    def load(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+        """Apply these ``<items>-vectors`` records ``(key, value)`` in order: add or replace each item,
+        retire it on a tombstone (a null value) or when it is not ``available``."""
         items: list[CatalogItem] = []
         vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
-        for raw in values:
+        for key, raw in records:
+            if raw is None:
+                self._upsert(items, vectors)  # a tombstone after its item's version in the same batch wins
+                items, vectors = [], []
+                self.catalog.retire([key.decode("utf-8", "replace") if key else ""])
+                continue
             rec = decode(raw, EmbeddedItem)
             vec = vector_of(rec.vector_b64)
             if vec.shape != (self.catalog.dim,):
@@ -89,5 +96,8 @@ class CatalogLoader:
                 continue
             items.append(to_catalog_item(rec.item))
             vectors.append(vec)
+        self._upsert(items, vectors)
+
+    def _upsert(self, items: list[CatalogItem], vectors: list[np.ndarray[Any, np.dtype[np.float32]]]) -> None:
         if items:
             self.catalog.upsert(items, np.stack(vectors))

@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     class Status(View):
         async def get(self, request: Request) -> Response:
             ready, users = loader.ready.is_set(), len(guarantee.states)
-            return self.json({"items": len(catalog), "catalog_ready": ready, "users": users})
+            return self.json(
+                {"items": len(catalog), "items_retired": catalog.retired, "catalog_ready": ready, "users": users}
+            )
 
     app.task(load_catalog)
     app.agent(items_topic, name="embed_items")(embed_items)

@@ -11,7 +11,7 @@ import numpy as np
 from encoders import Encoder, EncoderError, LocalEncoder, TritonEncoder
 from streams.app.batch import Outbox, Record
 from streams.app.dead_letters import DeadLetters
-from streams.contracts import DecodeError, EmbeddedItem, Item, b64_vector, decode_item, encode
+from streams.contracts import DecodeError, EmbeddedItem, Item, Tombstone, b64_vector, decode_item_record, encode
 from streams.security import triton_client_kwargs
 from streams.settings import Settings
 
@@ -33,6 +33,10 @@ def make_encoder(settings: Settings) -> Encoder:
 class ItemsHandler:
     """One batch of items: embedded (retried until the encoder answers), dead letters for the unusable.
 
+    A tombstone is passed on to ``<items>-vectors`` as a tombstone (no encoder needed), which retires the
+    item in every worker and lets compaction drop its vector; an item with ``available: false`` is
+    embedded like any version and retired by the workers that load it.
+
     ``encoder`` is called for the encoder at the first batch (it is created inside the worker's event
     loop); ``vectors_topic`` is where the embedded items go.
     """
@@ -47,9 +51,14 @@ class ItemsHandler:
         good: list[tuple[Record, Item]] = []
         for rec in batch:
             try:
-                good.append((rec, decode_item(rec.value)))
+                item = decode_item_record(rec.key, rec.value)
             except DecodeError as err:
                 self.dead_letters.add(out, rec, err)
+                continue
+            if isinstance(item, Tombstone):
+                out.add(rec.tp, self.vectors_topic, item.item_id.encode(), None)
+            else:
+                good.append((rec, item))
         if good:
             vectors = await encode_with_retry(self.encoder(), [item.embedding_text() for _, item in good])
             for (rec, item), vec in zip(good, vectors, strict=True):

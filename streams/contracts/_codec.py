@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.contracts._models import Event, Item
+from streams.contracts._models import MAX_ID, Event, Item
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -99,6 +100,36 @@ def check_event_time(event: Event, now: float | None = None) -> Event:
 def decode_item(raw: bytes | None) -> Item:
     """Parse and validate one ``items`` message."""
     return decode(raw, Item)
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A null value on a compacted topic: the item keyed ``item_id`` is deleted (retired)."""
+
+    item_id: str
+
+
+def decode_item_record(key: bytes | None, raw: bytes | None) -> Item | Tombstone:
+    """An ``items`` record: an :class:`Item`, or a :class:`Tombstone` when its value is null (zero bytes
+    are not null: they stay ``empty``). A tombstone's key must be an item id (``schema`` otherwise).
+
+    >>> decode_item_record(b"i1", None)
+    Tombstone(item_id='i1')
+    >>> try:
+    ...     decode_item_record(b"\\xff", None)
+    ... except DecodeError as e:
+    ...     print(e.reason)
+    schema
+    """
+    if raw is not None:
+        return decode_item(raw)
+    try:
+        item_id = (key or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        item_id = ""
+    if not 1 <= len(item_id) <= MAX_ID:
+        raise DecodeError("schema", f"a tombstone's key must be an item id of 1-{MAX_ID} UTF-8 characters")
+    return Tombstone(item_id)
 
 
 def encode(message: BaseModel) -> bytes:

@@ -47,6 +47,11 @@ class Item(_Message):
     categories: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
     tags: list[Label] = Field(default_factory=list, max_length=MAX_LABELS)
     created_at: float = Timestamp
+    available: bool = Field(
+        default=True,
+        description="false retires the item: it leaves every list (users' histories keep it) until sent again "
+        "with true. A tombstone (null value) on the item's key retires it too",
+    )
 
     def embedding_text(self) -> str:
         """What the encoder sees: title, free text and categories in one string."""

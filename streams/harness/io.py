@@ -51,6 +51,18 @@ async def produce(
     return n
 
 
+async def send_raw(
+    kafka: str | KafkaConnection, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Send ``(key, value)`` bytes as they are: a null key or value (a tombstone), hostile bytes."""
+    producer = AIOKafkaProducer(**as_connection(kafka).aiokafka(), max_request_size=1024 * 1024)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, key=key, value=value) for key, value in records])
+    finally:
+        await producer.stop()
+
+
 async def read_records(
     kafka: str | KafkaConnection, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted"
 ) -> list[ConsumerRecord[bytes, bytes]]:

@@ -79,10 +79,14 @@ class CatalogItem:
     title: str
     categories: tuple[str, ...] = ()
     created_at: float = 0.0
+    available: bool = True  #: False: retired, in no list until upserted again available
 
 
 class Catalog:
     """Items addressed by id and by a dense row number shared with the vector index.
+
+    A retired item keeps its row (co-visitation and MF index by row, histories name it) and is only
+    masked out of what can be listed (:meth:`listable_rows`); upserting it available brings it back.
 
     Popularity is an exponentially decayed engagement count (half-life in engagements),
     kept with a growing scale factor so one update touches one row, not the whole catalog.
@@ -119,6 +123,8 @@ class Catalog:
         self._compact = CompactVectors(dim, compact_dim)
         self._unsynced: list[npt.NDArray[np.int64]] = []  # rows upserted since the compact vectors last looked
         self._newest: tuple[int, npt.NDArray[np.int64]] | None = None  # (n, rows) until the next upsert
+        self._listable = np.zeros(0, dtype=bool)
+        self._listable_rows: npt.NDArray[np.int64] | None = None  # until the mask changes
 
     def __len__(self) -> int:
         return len(self.items)
@@ -215,6 +221,7 @@ class Catalog:
             self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
             self._created = np.concatenate([self._created, np.zeros(cap - len(self._created))])
             self._ids = np.concatenate([self._ids, np.empty(cap - len(self._ids), dtype=object)])
+            self._listable = np.concatenate([self._listable, np.zeros(cap - len(self._listable), bool)])
         if width > self._codes.shape[1] or len(self._codes) < len(self.vectors):
             codes = np.full((len(self.vectors), width), -1, dtype=np.int32)
             codes[: len(self._codes), : self._codes.shape[1]] = self._codes
@@ -229,7 +236,39 @@ class Catalog:
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
         self._unsynced.append(rows)
+        self._set_listable(rows, np.array([item.available for item in items], bool))
+
+    def retire(self, item_ids: Sequence[str]) -> None:
+        """Take these items out of every list from now on (unknown ids are skipped); their rows stay.
+
+        >>> c = Catalog(dim=1)
+        >>> c.upsert([CatalogItem("a", "A"), CatalogItem("b", "B")], np.ones((2, 1)))
+        >>> c.retire(["a", "zz"])
+        >>> c.listable_rows().tolist(), c.newest(5).tolist(), c.retired
+        ([1], [1], 1)
+        """
+        rows = self.rows(list(item_ids))
+        self._set_listable(rows, np.zeros(len(rows), bool))
+
+    def _set_listable(self, rows: npt.NDArray[np.int64], listable: npt.NDArray[np.bool_]) -> None:
+        self._listable[rows] = listable
+        self._listable_rows = None
         self._newest = None
+
+    def listable(self) -> npt.NDArray[np.bool_]:
+        """Per row, whether the item may be listed (not retired)."""
+        return self._listable[: len(self.items)]
+
+    def listable_rows(self) -> npt.NDArray[np.int64]:
+        """The rows that may be listed, ascending; kept until an item is upserted or retired."""
+        if self._listable_rows is None:
+            self._listable_rows = np.flatnonzero(self.listable()).astype(np.int64)
+        return self._listable_rows
+
+    @property
+    def retired(self) -> int:
+        """How many items are retired."""
+        return len(self.items) - len(self.listable_rows())
 
     def record_engagement(self, item_id: str, weight: float) -> None:
         row = self._rows.get(item_id)
@@ -254,7 +293,7 @@ class Catalog:
         return self._created[: len(self.items)]
 
     def newest(self, n: int) -> npt.NDArray[np.int64]:
-        """The ``n`` most recently created rows, newest first (ties by row); kept until the catalog changes.
+        """The ``n`` most recently created listable rows, newest first (ties by row); kept until the catalog changes.
 
         >>> c = Catalog(dim=1)
         >>> items = [CatalogItem(i, i, created_at=t) for i, t in [("a", 1.0), ("b", 3.0), ("c", 3.0)]]
@@ -263,13 +302,15 @@ class Catalog:
         [1, 2]
         """
         if self._newest is None or self._newest[0] != n:
-            self._newest = (n, top_rows_by(self.created_at(), n))
+            rows = self.listable_rows()
+            self._newest = (n, rows[top_rows_by(self.created_at()[rows], n)])
         return self._newest[1]
 
     def popular(self, n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """The ``n`` most popular rows and their popularity, best first (ties by row)."""
+        """The ``n`` most popular listable rows and their popularity, best first (ties by row)."""
+        rows = self.listable_rows()
         pop = self.popularity()
-        order = top_rows_by(pop, n)
+        order = rows[top_rows_by(pop[rows], n)]
         return order, pop[order]
 
 

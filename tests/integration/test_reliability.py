@@ -132,9 +132,8 @@ def scrape(settings: Settings, name: str) -> float:
 async def reference_states(settings: Settings, events: list[Event]) -> dict[bytes, bytes]:
     """The user states of an uncrashed run: the same code folds the same events in-process."""
     catalog = make_catalog(settings, EMBEDDING_DIM)
-    CatalogLoader(settings, catalog).load(
-        [r.value for r in await read_records(settings.kafka_bootstrap, vectors_topic_name(settings), idle_s=1.0)]
-    )
+    vectors = await read_records(settings.kafka_bootstrap, vectors_topic_name(settings), idle_s=1.0)
+    CatalogLoader(settings, catalog).load([(r.key, r.value) for r in vectors])
     store: dict[bytes, bytes] = {}
     recommender = build_recommender(settings, catalog)
     for start in range(0, len(events), 500):

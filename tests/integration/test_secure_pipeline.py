@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer
 from pydantic import SecretStr
 
 from encoders import TritonEncoder
 from streams.app.admin import acreate_topics
 from streams.contracts import DeadLetter, Recommendation, vectors_topic_name
-from streams.harness import RecommendationCollector, WorkerProcess, produce, run_names
+from streams.harness import RecommendationCollector, WorkerProcess, produce, run_names, send_raw
 from streams.harness.hostile import Hostile, hostile_corpus, valid_catalog, valid_events
 from streams.harness.worker_process import settings_env
 from streams.local.kafka import KafkaBroker, SaslSsl
@@ -81,15 +81,6 @@ class Run:
     metrics: str
     worker_alive: bool
     listening: set[str]  #: local addresses the worker's HTTP port listened on, while it ran
-
-
-async def send_raw(kafka: KafkaConnection, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(**kafka.aiokafka(), max_request_size=1024 * 1024)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(topic, key=key, value=value) for key, value in records])
-    finally:
-        await producer.stop()
 
 
 async def read_all(kafka: KafkaConnection, topic: str, expected: int, timeout_s: float) -> list[bytes]:
