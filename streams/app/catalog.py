@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from streams.app import faust_internals
-from streams.contracts import EmbeddedItem, Item, decode, vector_of, vectors_topic_name
+from streams.app.catalog_progress import CatalogProgress
+from streams.contracts import (
+    DecodeError,
+    EmbeddedItem,
+    Item,
+    Tombstone,
+    decode,
+    decode_item_record,
+    vector_of,
+    vectors_topic_name,
+)
 from streams.retrieval import Catalog, CatalogItem
 from streams.security import KafkaConnection
 from streams.settings import Settings
@@ -23,23 +34,46 @@ def to_catalog_item(item: Item) -> CatalogItem:
     return CatalogItem(item.item_id, item.title, tuple(item.categories), item.created_at, item.available)
 
 
-class CatalogLoader:
-    """Reads the whole ``<items>-vectors`` topic into the local catalog, then follows it.
+def catalog_status(loader: CatalogLoader) -> dict[str, Any]:
+    """What the status page and the metrics say of the catalog: items on the ``items`` topic versus
+    embedded, the retired, the waiting and the oldest wait; ``catalog_loaded`` (events are served) and
+    ``catalog_ready`` (loaded, and nothing waits for an embedding)."""
+    progress = loader.progress
+    return {
+        "items": len(loader.catalog),
+        "items_on_topic": progress.live,
+        "items_retired": loader.catalog.retired,
+        "items_waiting": progress.waiting,
+        "oldest_wait_s": round(progress.oldest_wait_s(time.time()), 3),
+        "catalog_loaded": loader.ready.is_set(),
+        "catalog_ready": loader.caught_up,
+    }
 
-    ``ready`` is set once everything that was in the topic at start-up is loaded, so a
-    restarted worker does not treat known items as unknown.
+
+class CatalogLoader:
+    """Reads the whole ``<items>-vectors`` topic into the local catalog, then follows it; and follows the
+    ``items`` topic beside it, to know what waits for an embedding (:attr:`progress`).
+
+    ``ready`` is set once everything that was in both topics at start-up is loaded, so a restarted
+    worker does not treat known items as unknown.
     """
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.progress = CatalogProgress()
         self.ready = asyncio.Event()
         #: Held while the catalog is read off the event loop (the recommender's thread), so an
         #: upsert never changes it under a batch in progress.
         self.lock = asyncio.Lock()
 
+    @property
+    def caught_up(self) -> bool:
+        """Loaded, and every item on the ``items`` topic embedded in its newest version."""
+        return self.ready.is_set() and not self.progress.waiting
+
     async def run(self) -> None:
-        topic = vectors_topic_name(self.settings)
+        vectors = vectors_topic_name(self.settings)
         consumer = AIOKafkaConsumer(
             **KafkaConnection.from_settings(self.settings).aiokafka(),
             enable_auto_commit=False,
@@ -48,7 +82,8 @@ class CatalogLoader:
         )
         await consumer.start()
         try:
-            parts = await self._partitions(consumer, topic)
+            parts = await self._partitions(consumer, vectors)
+            parts += await self._partitions(consumer, self.settings.topic_items)
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
@@ -57,7 +92,10 @@ class CatalogLoader:
                 self.ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for records in batch.values():
+                for tp, records in batch.items():
+                    if tp.topic != vectors:
+                        self.follow_items(records)
+                        continue
                     async with self.lock:
                         self.load([(r.key, r.value) for r in records])
                 if pending:
@@ -67,6 +105,18 @@ class CatalogLoader:
                         self.ready.set()
         finally:
             await consumer.stop()
+
+    def follow_items(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Note these ``items`` records in :attr:`progress` (unusable ones are the items agent's to dead-letter)."""
+        for r in records:
+            try:
+                item = decode_item_record(r.key, r.value)
+            except DecodeError:
+                continue
+            if isinstance(item, Tombstone):
+                self.progress.on_topic_deleted(item.item_id)
+            else:
+                self.progress.on_topic(item, r.timestamp / 1000.0)
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
         # The topic is declared by the app at start; metadata can lag behind for a moment.
@@ -87,9 +137,12 @@ class CatalogLoader:
             if raw is None:
                 self._upsert(items, vectors)  # a tombstone after its item's version in the same batch wins
                 items, vectors = [], []
-                self.catalog.retire([key.decode("utf-8", "replace") if key else ""])
+                item_id = key.decode("utf-8", "replace") if key else ""
+                self.catalog.retire([item_id])
+                self.progress.vector_deleted(item_id)
                 continue
             rec = decode(raw, EmbeddedItem)
+            self.progress.embedded(rec.item)
             vec = vector_of(rec.vector_b64)
             if vec.shape != (self.catalog.dim,):
                 log.error("item %s has a %s-d vector, expected %d", rec.item.item_id, vec.shape, self.catalog.dim)

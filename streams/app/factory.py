@@ -23,7 +23,7 @@ from faust.types import StreamT
 from faust.web import Request, Response, View
 
 from encoders import EMBEDDING_DIM
-from streams.app.catalog import CatalogLoader
+from streams.app.catalog import CatalogLoader, catalog_status
 from streams.app.dead_letters import DeadLetters
 from streams.app.events import EventsHandler
 from streams.app.guarantee import declare_guarantee
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     metrics.track_sizes(items=lambda: len(catalog), users=lambda: len(guarantee.states))
     serve_metrics(app, s, metrics)
     loader = CatalogLoader(s, catalog)
+    metrics.track_catalog(lambda: catalog_status(loader))
     dead_letters = DeadLetters(s.topic_dead_letter, metrics)
     # The encoder is created on first use, inside the worker's event loop.
     encoder = functools.cache(lambda: InstrumentedEncoder(make_encoder(s), metrics, s.encoder))
@@ -83,18 +84,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for agent_input in (items_input, events_input):
             await agent_input.commit()
 
+    def status() -> dict[str, Any]:
+        return {**catalog_status(loader), "users": len(guarantee.states)}
+
     class Status(View):
         async def get(self, request: Request) -> Response:
-            ready, users = loader.ready.is_set(), len(guarantee.states)
-            return self.json(
-                {"items": len(catalog), "items_retired": catalog.retired, "catalog_ready": ready, "users": users}
-            )
+            return self.json(status())
+
+    class Ready(View):  # 503 until every item on the items topic has its vector
+        async def get(self, request: Request) -> Response:
+            return self.json(status(), status=200 if loader.caught_up else 503)
 
     app.task(load_catalog)
     app.agent(items_topic, name="embed_items")(embed_items)
     app.agent(events_topic, name="recommend")(recommend_events)
     app.timer(app.conf.broker_commit_interval)(commit_handled)
     app.page("/streamrec/status/")(Status)
+    app.page("/streamrec/ready/")(Ready)
     return app
 
 

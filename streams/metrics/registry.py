@@ -129,6 +129,17 @@ class Metrics:
             ["partition"],
         )
         self.item_index_size = gauge("streamrec_item_index_size", "Items in this worker's catalog and vector index")
+        self.items_on_topic = gauge("streamrec_catalog_items_on_topic", "Items on the items topic (not tombstoned)")
+        self.items_waiting = gauge(
+            "streamrec_catalog_items_waiting", "Items on the items topic whose newest version has no vector yet"
+        )
+        self.oldest_wait = gauge(
+            "streamrec_catalog_oldest_wait_seconds",
+            "How long the item waiting longest for its embedding has waited, from its Kafka timestamp (0: none waits)",
+        )
+        self.items_retired = gauge(
+            "streamrec_catalog_items_retired", "Items retired (tombstone or available=false): in no list"
+        )
         self.user_states = gauge(
             "streamrec_user_state_table_size", "User states in this worker's partitions of the table"
         )
@@ -159,6 +170,12 @@ class Metrics:
         """Read the catalog and user-table sizes when scraped (no bookkeeping on the hot path)."""
         self.item_index_size.set_function(items)
         self.user_states.set_function(users)
+
+    def track_catalog(self, status: Callable[[], Mapping[str, float]]) -> None:
+        """Read the catalog's progress when scraped, from ``status()`` (the status page's numbers)."""
+        for gauge, key in ((self.items_on_topic, "items_on_topic"), (self.items_waiting, "items_waiting"),
+                           (self.oldest_wait, "oldest_wait_s"), (self.items_retired, "items_retired")):
+            gauge.set_function(functools.partial(lambda k: float(status()[k]), key))
 
     # --- recording ---------------------------------------------------------------------------
 
