@@ -55,4 +55,5 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         bandit=bandit,
         feedback=FeedbackJoiner(window_s=settings.feedback_window_s),
         rerank_pool=settings.rerank_pool,
+        pending_timeout_s=settings.unknown_item_timeout_s,
     )

@@ -174,6 +174,10 @@ class Recommender:
     rerank_pool: int = 0
     #: Impressions (clicked or not) the click model has learned from.
     learned: int = 0
+    #: Interest updates a user's state holds for items not embedded yet (the oldest go first)...
+    max_pending: int = 32
+    #: ... and for how long, in event time, before one is dropped (its item never got a vector).
+    pending_timeout_s: float = 3600.0
 
     def new_state(self) -> MultiInterestState:
         return self.interest.new_state()
@@ -217,10 +221,32 @@ class Recommender:
         return MultiInterestState.from_bytes(raw) if raw is not None else self.new_state()
 
     def _observe_user(self, state: MultiInterestState, event: Event) -> None:
+        """Fold ``event`` into its user's state; an item without a vector yet enters the history at
+        once and its interest update waits in the state until the vector is there."""
+        self._fold_pending(state, event.ts)
         item = self.catalog.get(event.item_id)
         vec = self.catalog.vector(event.item_id)
         categories = item.categories if item is not None else ()
-        self.interest.learn_one(state, event.item_id, vec, engagement_weight(event), event.ts, categories)
+        weight = engagement_weight(event)
+        if vec is None and weight > 0:
+            state.pending.append((event.item_id, weight, event.ts))
+            del state.pending[: -self.max_pending]
+        self.interest.learn_one(state, event.item_id, vec, weight, event.ts, categories)
+
+    def _fold_pending(self, state: MultiInterestState, now: float) -> None:
+        """Apply, oldest first, the waiting interest updates whose item now has its vector; drop those
+        older than :attr:`pending_timeout_s` (event time, so a replay folds the same)."""
+        if not state.pending:
+            return
+        waiting = []
+        for item_id, weight, ts in state.pending:
+            vec = self.catalog.vector(item_id)
+            item = self.catalog.get(item_id)
+            if vec is not None and item is not None:
+                self.interest.absorb(state, vec, weight, item.categories)
+            elif now - ts <= self.pending_timeout_s:
+                waiting.append((item_id, weight, ts))
+        state.pending = waiting
 
     # --- serving ------------------------------------------------------------------------
     def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:
@@ -276,7 +302,7 @@ class Recommender:
         elif (full := catalog.index.similarities(stacked)) is not None:
             product = _Similarities(full, np.maximum(catalog.norms(), np.float32(1e-12)))
         if product is not None:
-            if catalog.retired:  # retired items do not take nearest-item slots (the pool drops them anyway)
+            if len(catalog.listable_rows()) < len(catalog):  # retired or unembedded items take no slots
                 product.scores[:, ~catalog.listable()[: product.scores.shape[1]]] = -np.inf
             ann_rows, _ = top_rows(product.scores, want)
         else:
@@ -453,6 +479,7 @@ class Recommender:
         if not similar:
             return tags
         recent = self.catalog.rows(state.history[-10:])
+        recent = recent[self.catalog.embedded()[recent]]
         if len(recent) == 0:
             return tags
         vectors = self.catalog.vectors

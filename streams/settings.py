@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"
     )
     history_size: int = Field(default=50, ge=1, description="Engaged items remembered per user (excluded from lists)")
+    unknown_item_timeout_s: float = Field(
+        default=3600.0, gt=0, description="How long (event time) an event's interest update waits in its user's "
+        "state for its item's vector (the event itself is handled at once); then it is dropped"
+    )
 
     # --- Worker ----------------------------------------------------------------------
     web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's HTTP endpoint")

@@ -40,7 +40,7 @@ def catalog_status(loader: CatalogLoader) -> dict[str, Any]:
     ``catalog_ready`` (loaded, and nothing waits for an embedding)."""
     progress = loader.progress
     return {
-        "items": len(loader.catalog),
+        "items": loader.catalog.embedded_count,
         "items_on_topic": progress.live,
         "items_retired": loader.catalog.retired,
         "items_waiting": progress.waiting,
@@ -93,21 +93,23 @@ class CatalogLoader:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, records in batch.items():
-                    if tp.topic != vectors:
-                        self.follow_items(records)
-                        continue
                     async with self.lock:
-                        self.load([(r.key, r.value) for r in records])
+                        if tp.topic == vectors:
+                            self.load([(r.key, r.value) for r in records])
+                        else:
+                            self.follow_items(records)
                 if pending:
                     pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
                     if not pending:
-                        log.info("catalog loaded: %d items", len(self.catalog))
+                        log.info("catalog loaded: %d items embedded", self.catalog.embedded_count)
                         self.ready.set()
         finally:
             await consumer.stop()
 
     def follow_items(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """Note these ``items`` records in :attr:`progress` (unusable ones are the items agent's to dead-letter)."""
+        """Note these ``items`` records in :attr:`progress`, and give new items a catalog row before their
+        vectors arrive, so their events count at once (unusable records are the items agent's to dead-letter)."""
+        new: list[CatalogItem] = []
         for r in records:
             try:
                 item = decode_item_record(r.key, r.value)
@@ -117,6 +119,8 @@ class CatalogLoader:
                 self.progress.on_topic_deleted(item.item_id)
             else:
                 self.progress.on_topic(item, r.timestamp / 1000.0)
+                new.append(to_catalog_item(item))
+        self.catalog.announce(new)
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
         # The topic is declared by the app at start; metadata can lag behind for a moment.

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     recommender = build_recommender(s, catalog)
     metrics = Metrics()
     metrics.prepare(policies=recommender.policies, encoder=s.encoder)
-    metrics.track_sizes(items=lambda: len(catalog), users=lambda: len(guarantee.states))
+    metrics.track_sizes(items=lambda: catalog.embedded_count, users=lambda: len(guarantee.states))
     serve_metrics(app, s, metrics)
     loader = CatalogLoader(s, catalog)
     metrics.track_catalog(lambda: catalog_status(loader))

@@ -19,6 +19,10 @@ _HEADER = struct.Struct("<BHBBId")
 _CENTROID = struct.Struct("<ff")  # int8 scale, weight
 _CATEGORY = struct.Struct("<fB")  # weight, name length (the utf-8 name follows)
 _VERSION = 2  # 1 was the single-vector state of streamrec 0.1: such a value is refused, not misread
+#: 2 plus the interest updates waiting for their item's vector; written only while some wait, so every
+#: other state keeps the bytes of version 2
+_VERSION_PENDING = 3
+_PENDING = struct.Struct("<fdH")  # weight, event ts, item id length (the utf-8 id follows)
 _SEP = "\x1f"
 
 
@@ -62,6 +66,8 @@ class MultiInterestState:
     events: int = 0
     last_ts: float = 0.0
     history: list[str] = field(default_factory=list)
+    #: ``(item id, weight, event ts)`` of engagements whose item had no vector yet, oldest first
+    pending: list[tuple[str, float, float]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, dim: int) -> MultiInterestState:
@@ -89,14 +95,15 @@ class MultiInterestState:
         """A copy that later updates of this state do not change."""
         return MultiInterestState(
             self.dim, self.codes.copy(), self.scales.copy(), self.weights.copy(), dict(self.categories),
-            self.events, self.last_ts, list(self.history),
+            self.events, self.last_ts, list(self.history), list(self.pending),
         )
 
     def to_bytes(self) -> bytes:
         m = self.n_centroids
         if m > 255 or len(self.categories) > 255:
             raise ValueError("at most 255 centroids and 255 categories")
-        parts = [_HEADER.pack(_VERSION, self.dim, m, len(self.categories), self.events, self.last_ts)]
+        version = _VERSION_PENDING if self.pending else _VERSION
+        parts = [_HEADER.pack(version, self.dim, m, len(self.categories), self.events, self.last_ts)]
         parts += [_CENTROID.pack(float(s), float(w)) for s, w in zip(self.scales, self.weights, strict=True)]
         parts.append(self.codes.tobytes())
         for name, weight in self.categories.items():
@@ -104,13 +111,18 @@ class MultiInterestState:
             if len(raw) > 255:  # cut whole characters only, so the name still decodes
                 raw = raw[:255].decode("utf-8", "ignore").encode("utf-8")
             parts += [_CATEGORY.pack(weight, len(raw)), raw]
+        if self.pending:
+            parts.append(struct.pack("<H", len(self.pending)))
+            for item_id, weight, ts in self.pending:
+                raw = item_id.encode("utf-8")
+                parts += [_PENDING.pack(weight, ts, len(raw)), raw]
         parts.append(_SEP.join(self.history).encode("utf-8"))
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> MultiInterestState:
         version, dim, m, n_cat, events, last_ts = _HEADER.unpack_from(raw)
-        if version != _VERSION:
+        if version not in (_VERSION, _VERSION_PENDING):
             raise ValueError(f"unknown multi-interest state version {version}")
         pos = _HEADER.size
         sw = np.frombuffer(raw, dtype="<f4", count=2 * m, offset=pos).reshape(m, 2)
@@ -123,10 +135,19 @@ class MultiInterestState:
             pos += _CATEGORY.size
             categories[raw[pos : pos + length].decode("utf-8")] = weight
             pos += length
+        pending = []
+        if version == _VERSION_PENDING:
+            (n_pending,) = struct.unpack_from("<H", raw, pos)
+            pos += 2
+            for _ in range(n_pending):
+                weight, ts, length = _PENDING.unpack_from(raw, pos)
+                pos += _PENDING.size
+                pending.append((raw[pos : pos + length].decode("utf-8"), weight, ts))
+                pos += length
         hist = raw[pos:]
         history = hist.decode("utf-8").split(_SEP) if hist else []
         scales, weights = sw[:, 0].astype(np.float32), sw[:, 1].astype(np.float32)
-        return cls(dim, codes, scales, weights, categories, events, last_ts, history)
+        return cls(dim, codes, scales, weights, categories, events, last_ts, history, pending)
 
 
 class MultiInterest:
@@ -188,12 +209,10 @@ class MultiInterest:
         ts: float,
         categories: tuple[str, ...] | list[str] = (),
     ) -> MultiInterestState:
-        """Fold one event into ``state`` (in place) and return it."""
+        """Fold one event into ``state`` (in place) and return it: its interest (when ``item_vec`` is
+        given) and its history."""
         if weight > 0.0 and item_vec is not None:
-            norm = float(np.linalg.norm(item_vec))
-            if norm > 0.0:
-                self._place(state, np.asarray(item_vec, np.float32) / norm, weight)
-            self._learn_categories(state, categories, weight)
+            self.absorb(state, item_vec, weight, categories)
         if item_id in state.history:
             state.history.remove(item_id)
         state.history.append(item_id)
@@ -201,6 +220,15 @@ class MultiInterest:
         state.events += 1
         state.last_ts = max(state.last_ts, ts)
         return state
+
+    def absorb(
+        self, state: MultiInterestState, item_vec: F32, weight: float, categories: tuple[str, ...] | list[str] = ()
+    ) -> None:
+        """Move ``state``'s interests (centroids and category mix) towards one engaged item."""
+        norm = float(np.linalg.norm(item_vec))
+        if norm > 0.0:
+            self._place(state, np.asarray(item_vec, np.float32) / norm, weight)
+        self._learn_categories(state, categories, weight)
 
     def _place(self, state: MultiInterestState, x: F32, weight: float) -> None:
         g = np.float32(self.decay)

@@ -87,6 +87,9 @@ class Catalog:
 
     A retired item keeps its row (co-visitation and MF index by row, histories name it) and is only
     masked out of what can be listed (:meth:`listable_rows`); upserting it available brings it back.
+    An item given to :meth:`announce` before its vector arrives gets a row too (so popularity, co-visitation
+    and MF learn its events at once) but no vector (:meth:`vector` is ``None``), and is listed only
+    once :meth:`upsert` brings the vector.
 
     Popularity is an exponentially decayed engagement count (half-life in engagements),
     kept with a growing scale factor so one update touches one row, not the whole catalog.
@@ -123,7 +126,9 @@ class Catalog:
         self._compact = CompactVectors(dim, compact_dim)
         self._unsynced: list[npt.NDArray[np.int64]] = []  # rows upserted since the compact vectors last looked
         self._newest: tuple[int, npt.NDArray[np.int64]] | None = None  # (n, rows) until the next upsert
-        self._listable = np.zeros(0, dtype=bool)
+        self._listable = np.zeros(0, dtype=bool)  # available (not retired) and embedded
+        self._available = np.zeros(0, dtype=bool)
+        self._embedded = np.zeros(0, dtype=bool)
         self._listable_rows: npt.NDArray[np.int64] | None = None  # until the mask changes
 
     def __len__(self) -> int:
@@ -194,10 +199,23 @@ class Catalog:
         return np.fromiter((self._rows[i] for i in item_ids if i in self._rows), dtype=np.int64)
 
     def vector(self, item_id: str) -> F32 | None:
+        """The item's vector; ``None`` when unknown or announced but not embedded yet."""
         row = self._rows.get(item_id)
-        return None if row is None else self.vectors[row]
+        return None if row is None or not self._embedded[row] else self.vectors[row]
 
-    def upsert(self, items: list[CatalogItem], vectors: F32) -> None:
+    def announce(self, items: list[CatalogItem]) -> None:
+        """Give these items a row before their vectors arrive (items already known are left as they are).
+
+        >>> c = Catalog(dim=1)
+        >>> c.announce([CatalogItem("a", "A")])
+        >>> "a" in c, c.vector("a"), c.listable_rows().tolist(), c.embedded_count
+        (True, None, [], 0)
+        """
+        new = list({item.item_id: item for item in items if item.item_id not in self._rows}.values())
+        if new:
+            self.upsert(new, np.zeros((len(new), self.dim), np.float32), embedded=False)
+
+    def upsert(self, items: list[CatalogItem], vectors: F32, embedded: bool = True) -> None:
         """Add new items or replace changed ones (same id keeps its row)."""
         if len(items) != len(vectors):
             raise ValueError("one vector per item")
@@ -221,7 +239,9 @@ class Catalog:
             self._pop = np.concatenate([self._pop, np.zeros(cap - len(self._pop))])
             self._created = np.concatenate([self._created, np.zeros(cap - len(self._created))])
             self._ids = np.concatenate([self._ids, np.empty(cap - len(self._ids), dtype=object)])
-            self._listable = np.concatenate([self._listable, np.zeros(cap - len(self._listable), bool)])
+            for name in ("_listable", "_available", "_embedded"):
+                mask = getattr(self, name)
+                setattr(self, name, np.concatenate([mask, np.zeros(cap - len(mask), bool)]))
         if width > self._codes.shape[1] or len(self._codes) < len(self.vectors):
             codes = np.full((len(self.vectors), width), -1, dtype=np.int32)
             codes[: len(self._codes), : self._codes.shape[1]] = self._codes
@@ -236,7 +256,8 @@ class Catalog:
         self._created[rows] = [item.created_at for item in items]
         self.index.upsert(rows, vectors.astype(np.float32, copy=False))
         self._unsynced.append(rows)
-        self._set_listable(rows, np.array([item.available for item in items], bool))
+        self._embedded[rows] = embedded
+        self._set_available(rows, np.array([item.available for item in items], bool))
 
     def retire(self, item_ids: Sequence[str]) -> None:
         """Take these items out of every list from now on (unknown ids are skipped); their rows stay.
@@ -248,16 +269,26 @@ class Catalog:
         ([1], [1], 1)
         """
         rows = self.rows(list(item_ids))
-        self._set_listable(rows, np.zeros(len(rows), bool))
+        self._set_available(rows, np.zeros(len(rows), bool))
 
-    def _set_listable(self, rows: npt.NDArray[np.int64], listable: npt.NDArray[np.bool_]) -> None:
-        self._listable[rows] = listable
+    def _set_available(self, rows: npt.NDArray[np.int64], available: npt.NDArray[np.bool_]) -> None:
+        self._available[rows] = available
+        self._listable[rows] = available & self._embedded[rows]
         self._listable_rows = None
         self._newest = None
 
     def listable(self) -> npt.NDArray[np.bool_]:
-        """Per row, whether the item may be listed (not retired)."""
+        """Per row, whether the item may be listed (embedded and not retired)."""
         return self._listable[: len(self.items)]
+
+    def embedded(self) -> npt.NDArray[np.bool_]:
+        """Per row, whether the item's vector has arrived."""
+        return self._embedded[: len(self.items)]
+
+    @property
+    def embedded_count(self) -> int:
+        """How many items have their vector."""
+        return int(self.embedded().sum())
 
     def listable_rows(self) -> npt.NDArray[np.int64]:
         """The rows that may be listed, ascending; kept until an item is upserted or retired."""
@@ -268,7 +299,7 @@ class Catalog:
     @property
     def retired(self) -> int:
         """How many items are retired."""
-        return len(self.items) - len(self.listable_rows())
+        return len(self.items) - int(self._available[: len(self.items)].sum())
 
     def record_engagement(self, item_id: str, weight: float) -> None:
         row = self._rows.get(item_id)

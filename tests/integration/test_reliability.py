@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType, Item, vectors_topic_name
 from streams.demo.movielens import load_movielens
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
+from streams.interest.multi import MultiInterestState
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.settings import Settings
@@ -337,3 +339,82 @@ async def test_encoder_outage(
     new_ids = {it.item_id for it in new}
     shown = {item.item_id for _, rec in collector.received for item in rec.items}
     assert shown & new_ids, "items embedded after the outage are recommended"
+
+
+async def user_states(settings: Settings) -> dict[str, MultiInterestState]:
+    """The user states as the changelog ends, decoded, by user id."""
+    table = await final_states(settings)
+    return {key.decode(): MultiInterestState.from_bytes(state) for key, (_, state) in table.items() if state}
+
+
+def ready_code(settings: Settings) -> int:
+    """The HTTP status of the worker's readiness signal."""
+    url = f"http://{settings.web_host}:{settings.web_port}/streamrec/ready/"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+async def test_events_for_items_waiting_for_the_encoder_count_at_once_through_a_crash(
+    kafka_broker: KafkaBroker,
+    own_triton: TritonServer,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
+) -> None:
+    """Triton is stopped and 100 new items arrive, then one event on each: every event gets its list at
+    once and nothing is dead-lettered; their interest updates wait in the users' states, which a SIGKILL
+    in the middle does not lose; once Triton is back the items are embedded and the users' interests take
+    them in (at their next event)."""
+    items, _ = movielens
+    old, new = items[:200], items[200:]
+    settings, collector = await open_run(kafka_broker, tmp_path, encoder="triton", triton_url=own_triton.url,
+                                         batch_size=10)
+    worker = await start_with_catalog(settings, old, tmp_path / "worker.log", workers)
+    users = [f"fresh-{n}" for n in range(25)]
+    events = [
+        Event(event_id=f"new-{i}", user_id=users[i % len(users)], item_id=it.item_id, type=EventType.CLICK,
+              ts=time.time())
+        for i, it in enumerate(new)
+    ]
+    try:
+        await asyncio.to_thread(own_triton.stop)
+        await produce(settings.kafka_bootstrap, settings.topic_items, ((it.item_id, it) for it in new))
+        waiting = await asyncio.to_thread(
+            worker.wait_until, lambda st: st["items_waiting"] == len(new), 60, "new items seen on the items topic"
+        )
+        assert (waiting["items"], waiting["items_on_topic"], waiting["catalog_ready"]) == (len(old), len(items), False)
+        assert ready_code(settings) == 503 and scrape(settings, "streamrec_catalog_items_waiting") == len(new)
+        sending = asyncio.create_task(
+            produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events), rate=10)
+        )
+        await wait_lists(collector, 40, 120)
+        kill(worker)  # in the middle of the events, their held updates in the user states
+        assert not sending.done(), "the events were still coming when the worker was killed"
+        worker = launch(settings, tmp_path / "worker.log", workers)
+        await sending
+        await wait_lists(collector, len(events), 180)
+        held = Counter(item_id for state in (await user_states(settings)).values() for item_id, _, _ in state.pending)
+        assert held == Counter(it.item_id for it in new), "each event's interest update waits, once, none lost"
+
+        await asyncio.to_thread(own_triton.start, 180)
+        await wait_status(worker, lambda st: st["catalog_ready"] and st["items"] == len(items), 240, "items embedded")
+        assert ready_code(settings) == 200
+        # a 1-star rating moves no interest: whatever interest these users have comes from the held updates
+        nudges = [Event(event_id=f"nudge-{u}", user_id=u, item_id=old[0].item_id, type=EventType.RATING, value=1.0,
+                        ts=time.time()) for u in users]
+        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in nudges))
+        await wait_lists(collector, len(events) + len(nudges), 120)
+    finally:
+        worker.stop()
+        await collector.stop()
+    assert {rec.event_id for _, rec in collector.received} == {e.event_id for e in [*events, *nudges]}
+    dead = await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, idle_s=1.0)
+    assert dead == [], "no event was refused while its item waited for the encoder"
+    final = await user_states(settings)
+    for user in users:
+        mine = [e.item_id for e in events if e.user_id == user]
+        assert final[user].pending == [] and not final[user].is_cold, f"{user}'s interests took in its new items"
+        assert set(mine) <= set(final[user].history)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from aiokafka import ConsumerRecord
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
 
 from streams.app.catalog import CatalogLoader, catalog_status
-from streams.contracts import EmbeddedItem, Item, b64_vector, encode
+from streams.app.events import parse_event
+from streams.contracts import DecodeError, EmbeddedItem, Item, b64_vector, encode
 from streams.metrics import Metrics
 from streams.retrieval import Catalog
 from streams.settings import Settings
+from streams.testing import event_record
 
 
 def item(item_id: str, title: str = "t", available: bool = True) -> Item:
@@ -68,3 +71,13 @@ def test_the_metrics_read_the_status() -> None:
     assert sample("streamrec_catalog_items_on_topic") == 2 and sample("streamrec_catalog_items_waiting") == 1
     assert sample("streamrec_catalog_items_retired") == 1
     assert 29 < (sample("streamrec_catalog_oldest_wait_seconds") or 0) < 60
+
+
+def test_an_event_on_an_item_waiting_for_its_vector_is_accepted_and_one_never_on_the_topic_is_not() -> None:
+    loader = CatalogLoader(Settings(), Catalog(4))
+    loader.follow_items([on_items("b", item("b"), time.time())])
+    tp = TopicPartition("events", 0)
+    assert parse_event(event_record(tp, 0, "u", "b", time.time()), loader.catalog).item_id == "b"
+    with pytest.raises(DecodeError, match="unknown_item"):
+        parse_event(event_record(tp, 1, "u", "never-sent", time.time()), loader.catalog)
+    assert loader.catalog.vector("b") is None and loader.catalog.embedded_count == 0
