@@ -66,6 +66,9 @@ class CatalogLoader:
         #: Held while the catalog is read off the event loop (the recommender's thread), so an
         #: upsert never changes it under a batch in progress.
         self.lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._items_read: dict[TopicPartition, int] = {}  # items partition -> next offset applied here
+        self._items_advanced = asyncio.Condition()
 
     @property
     def caught_up(self) -> bool:
@@ -83,9 +86,11 @@ class CatalogLoader:
         await consumer.start()
         try:
             parts = await self._partitions(consumer, vectors)
-            parts += await self._partitions(consumer, self.settings.topic_items)
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
+            items = await self._partitions(consumer, self.settings.topic_items)
+            consumer.assign(parts + items)
+            await consumer.seek_to_beginning(*parts, *items)
+            self._consumer, self._items_read = consumer, dict.fromkeys(items, 0)
+            parts += items
             end = await consumer.end_offsets(parts)
             pending = {tp for tp, off in end.items() if off > 0}
             if not pending:
@@ -98,13 +103,37 @@ class CatalogLoader:
                             self.load([(r.key, r.value) for r in records])
                         else:
                             self.follow_items(records)
+                await self._advance(consumer)
                 if pending:
                     pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
                     if not pending:
                         log.info("catalog loaded: %d items embedded", self.catalog.embedded_count)
                         self.ready.set()
         finally:
+            self._consumer = None
             await consumer.stop()
+
+    async def _advance(self, consumer: AIOKafkaConsumer) -> None:
+        """Note how far the ``items`` partitions are applied (positions skip transaction markers too)."""
+        for tp in self._items_read:
+            self._items_read[tp] = await consumer.position(tp)
+        async with self._items_advanced:
+            self._items_advanced.notify_all()
+
+    async def read_items_to_end(self, timeout_s: float = 5.0) -> None:
+        """Wait until every ``items`` record produced before this call is applied here (at most
+        ``timeout_s``): an event's item produced just before the event may not have been read yet."""
+        consumer, read = self._consumer, self._items_read
+        if consumer is None:
+            return
+        try:
+            end = await consumer.end_offsets(list(read))
+            async with self._items_advanced:
+                await asyncio.wait_for(
+                    self._items_advanced.wait_for(lambda: all(read[tp] >= off for tp, off in end.items())), timeout_s
+                )
+        except Exception as exc:  # the broker away, or slow: judge with what was read
+            log.warning("items topic not read to its end (%r)", exc)
 
     def follow_items(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Note these ``items`` records in :attr:`progress`, and give new items a catalog row before their

@@ -53,6 +53,7 @@ class Taken:
     last: dict[bytes, Record] = field(default_factory=dict)  # per user: the newest event of this batch
     applied: dict[bytes, int] = field(default_factory=dict)  # per user: the offset its state was stamped with
     replayed: int = 0
+    items_read: bool = False  # whether the items topic was read to its end for this batch
 
 
 class EventsHandler:
@@ -81,19 +82,19 @@ class EventsHandler:
     async def __call__(self, batch: Sequence[Record]) -> Outbox:
         await self.loader.ready.wait()
         out = Outbox()
-        taken = self.take(batch, out)
+        taken = await self.take(batch, out)
         if taken.replayed:
             self.metrics.events_replayed(taken.replayed)
         result = await self.process(taken, out)
         self.answer(taken, result, out)
         return out
 
-    def take(self, batch: Sequence[Record], out: Outbox) -> Taken:
+    async def take(self, batch: Sequence[Record], out: Outbox) -> Taken:
         """The batch's events to apply; the unusable ones dead-lettered, the replayed ones counted."""
         taken = Taken()
         for rec in batch:
             try:
-                event = parse_event(rec, self.loader.catalog)
+                event = await self.parse(rec, taken)
             except DecodeError as err:
                 self.dead_letters.add(out, rec, err)
                 continue
@@ -108,6 +109,18 @@ class EventsHandler:
             taken.good.append((key, event))
             taken.records.append(rec)
         return taken
+
+    async def parse(self, rec: Record, taken: Taken) -> Event:
+        """:func:`parse_event`; before the first item of a batch is refused as unknown, the items topic is
+        read up to its end, since an item produced just before its event may not have been read yet."""
+        try:
+            return parse_event(rec, self.loader.catalog)
+        except DecodeError as err:
+            if err.reason != "unknown_item" or taken.items_read:
+                raise
+        taken.items_read = True
+        await self.loader.read_items_to_end()
+        return parse_event(rec, self.loader.catalog)
 
     async def process(self, taken: Taken, out: Outbox) -> BatchResult:
         """The recommender's result for ``taken``; if it fails, its events are dead-lettered (and

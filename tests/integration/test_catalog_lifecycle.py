@@ -1,5 +1,6 @@
 """The life of an item on real Kafka and Triton: retired by a tombstone or ``available: false`` (in no list
-made after the worker saw it, across partitions), back when sent again; a malformed tombstone is refused."""
+made after the worker saw it, across partitions), back when sent again; a malformed tombstone is refused;
+an event right behind its item's first version counts (no ``unknown_item``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from streams.harness import (
     run_names,
     send_raw,
 )
-from streams.harness.hostile import valid_catalog
+from streams.harness.hostile import BASE_TS, valid_catalog
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from streams.settings import Settings
@@ -88,6 +89,11 @@ async def test_retired_items_leave_every_list_and_come_back(settings: Settings, 
         await produce(settings.kafka_bootstrap, settings.topic_items, again)
         await asyncio.to_thread(worker.wait_until, lambda st: st["items_retired"] == 0, 120, "items back")
         assert {TOMBSTONED, UNAVAILABLE} <= await lists_of(settings, collector, clicks("again", 150, ids, 3))
+        # an item and its first event back to back: the event counts, though the item has no vector yet
+        fresh = Item(item_id="late-arrival", title="A late arrival", categories=["space"], created_at=BASE_TS)
+        await produce(settings.kafka_bootstrap, settings.topic_items, [(fresh.item_id, fresh)])
+        first = Event(event_id="late-0", user_id="late-user", item_id=fresh.item_id, type="click", ts=BASE_TS)
+        assert fresh.item_id not in await lists_of(settings, collector, [first])
         dead = [decode(r.value, DeadLetter) for r in await read_records(settings.kafka_bootstrap,
                                                                           settings.topic_dead_letter)]
     await collector.stop()
