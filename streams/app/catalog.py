@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -136,20 +137,31 @@ class CatalogLoader:
             log.warning("items topic not read to its end (%r)", exc)
 
     def follow_items(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """Note these ``items`` records in :attr:`progress`, and give new items a catalog row before their
-        vectors arrive, so their events count at once (unusable records are the items agent's to dead-letter)."""
+        """Note these ``items`` records in :attr:`progress`; give new items a catalog row before their vectors
+        arrive, so their events count at once; retire or bring back items at once, without waiting for the
+        encoder (unusable records are the items agent's to dead-letter)."""
         new: list[CatalogItem] = []
+        touched: dict[str, None] = {}
         for r in records:
             try:
                 item = decode_item_record(r.key, r.value)
             except DecodeError:
                 continue
+            touched[item.item_id] = None
             if isinstance(item, Tombstone):
                 self.progress.on_topic_deleted(item.item_id)
             else:
                 self.progress.on_topic(item, r.timestamp / 1000.0)
                 new.append(to_catalog_item(item))
         self.catalog.announce(new)
+        for item_id in touched:
+            self._apply_availability(item_id)
+
+    def _apply_availability(self, item_id: str) -> None:
+        if self.progress.available(item_id):
+            self.catalog.restore([item_id])
+        else:
+            self.catalog.retire([item_id])
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
         # The topic is declared by the app at start; metadata can lag behind for a moment.
@@ -171,7 +183,8 @@ class CatalogLoader:
                 self._upsert(items, vectors)  # a tombstone after its item's version in the same batch wins
                 items, vectors = [], []
                 item_id = key.decode("utf-8", "replace") if key else ""
-                self.catalog.retire([item_id])
+                if not self.progress.available(item_id):  # not sent again on items since
+                    self.catalog.retire([item_id])
                 self.progress.vector_deleted(item_id)
                 continue
             rec = decode(raw, EmbeddedItem)
@@ -180,7 +193,9 @@ class CatalogLoader:
             if vec.shape != (self.catalog.dim,):
                 log.error("item %s has a %s-d vector, expected %d", rec.item.item_id, vec.shape, self.catalog.dim)
                 continue
-            items.append(to_catalog_item(rec.item))
+            item = to_catalog_item(rec.item)
+            on_topic = self.progress.available(item.item_id)  # the newest version on items decides, if read
+            items.append(item if on_topic is None else dataclasses.replace(item, available=on_topic))
             vectors.append(vec)
         self._upsert(items, vectors)
 

@@ -40,11 +40,17 @@ class CatalogProgress:
     _embedded: dict[str, bytes] = field(default_factory=dict)
     #: item id -> (digest waited for, since): the items whose newest version has no vector yet
     _waiting: dict[str, tuple[bytes, float]] = field(default_factory=dict)
+    #: ids whose newest record on the topic is a tombstone or ``available: false``
+    _retired: set[str] = field(default_factory=set)
 
     def on_topic(self, item: Item, ts: float) -> None:
         """A version of ``item`` on the ``items`` topic, stamped ``ts`` by Kafka."""
         version = digest(item)
         self._topic[item.item_id] = version
+        if item.available:
+            self._retired.discard(item.item_id)
+        else:
+            self._retired.add(item.item_id)
         if self._embedded.get(item.item_id) == version:
             self._waiting.pop(item.item_id, None)
         else:  # an item changed while it waited keeps waiting from its first version
@@ -55,6 +61,13 @@ class CatalogProgress:
         """A tombstone on ``items``: nothing to wait for any more."""
         self._topic.pop(item_id, None)
         self._waiting.pop(item_id, None)
+        self._retired.add(item_id)
+
+    def available(self, item_id: str) -> bool | None:
+        """Whether the item's newest record on the topic makes it listable; ``None`` if none was seen."""
+        if item_id in self._retired:
+            return False
+        return True if item_id in self._topic else None
 
     def embedded(self, item: Item) -> None:
         """``item``'s version arrived with its vector."""

@@ -271,6 +271,11 @@ class Catalog:
         rows = self.rows(list(item_ids))
         self._set_available(rows, np.zeros(len(rows), bool))
 
+    def restore(self, item_ids: Sequence[str]) -> None:
+        """Undo :meth:`retire`: these items may be listed again once they have a vector."""
+        rows = self.rows(list(item_ids))
+        self._set_available(rows, np.ones(len(rows), bool))
+
     def _set_available(self, rows: npt.NDArray[np.int64], available: npt.NDArray[np.bool_]) -> None:
         self._available[rows] = available
         self._listable[rows] = available & self._embedded[rows]

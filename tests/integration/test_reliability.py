@@ -23,7 +23,15 @@ from streams.app.stamps import unstamp
 from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType, Item, vectors_topic_name
 from streams.demo.movielens import load_movielens
-from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, read_records, run_names
+from streams.harness import (
+    RecommendationCollector,
+    WorkerProcess,
+    create_app_topics,
+    produce,
+    read_records,
+    run_names,
+    send_raw,
+)
 from streams.interest.multi import MultiInterestState
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
@@ -387,6 +395,9 @@ async def test_events_for_items_waiting_for_the_encoder_count_at_once_through_a_
         )
         assert (waiting["items"], waiting["items_on_topic"], waiting["catalog_ready"]) == (len(old), len(items), False)
         assert ready_code(settings) == 503 and scrape(settings, "streamrec_catalog_items_waiting") == len(new)
+        # retiring needs no encoder either
+        await send_raw(settings.kafka_bootstrap, settings.topic_items, [(old[1].item_id.encode(), None)])
+        await wait_status(worker, lambda st: st["items_retired"] == 1, 60, "an item retired with Triton away")
         sending = asyncio.create_task(
             produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in events), rate=10)
         )

@@ -81,3 +81,22 @@ def test_an_event_on_an_item_waiting_for_its_vector_is_accepted_and_one_never_on
     with pytest.raises(DecodeError, match="unknown_item"):
         parse_event(event_record(tp, 1, "u", "never-sent", time.time()), loader.catalog)
     assert loader.catalog.vector("b") is None and loader.catalog.embedded_count == 0
+
+
+def test_the_items_topic_retires_and_brings_back_at_once_whatever_order_the_topics_are_read_in() -> None:
+    a, b, c, c_off = item("a"), item("b"), item("c"), item("c", available=False)
+    on_topic = [on_items("a", a, 1), on_items("b", b, 1), on_items("c", c, 1), on_items("b", None, 2),
+                on_items("c", c_off, 2)]
+    vector_records = [vectors(a), vectors(b), vectors(c), vectors(c_off)]  # b's tombstone not passed on yet
+    for items_first in (True, False):  # a restarted worker reads the two topics interleaved in any order
+        loader = CatalogLoader(Settings(), Catalog(4))
+        if items_first:
+            loader.follow_items(on_topic)
+        loader.load(vector_records)
+        if not items_first:
+            loader.follow_items(on_topic)
+        catalog = loader.catalog
+        assert catalog.ids(catalog.listable_rows()) == ["a"] and catalog.retired == 2, items_first
+    # sent again: listed at once with the vector it had, before the encoder embeds the new version
+    loader.follow_items([on_items("b", item("b", "new title"), 3)])
+    assert catalog.ids(catalog.listable_rows()) == ["a", "b"] and loader.progress.waiting == 1
