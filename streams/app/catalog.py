@@ -174,8 +174,9 @@ class CatalogLoader:
         raise RuntimeError(f"topic {topic!r} does not exist")
 
     def load(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
-        """Apply these ``<items>-vectors`` records ``(key, value)`` in order: add or replace each item,
-        retire it on a tombstone (a null value) or when it is not ``available``."""
+        """Apply these ``<items>-vectors`` records ``(key, value)`` in order: add or replace each item and
+        its vector; whether it may be listed follows its newest record on ``items`` once that was read
+        (:meth:`follow_items`), else its own ``available`` (a tombstone retires it)."""
         items: list[CatalogItem] = []
         vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
         for key, raw in records:
@@ -188,11 +189,11 @@ class CatalogLoader:
                 self.progress.vector_deleted(item_id)
                 continue
             rec = decode(raw, EmbeddedItem)
-            self.progress.embedded(rec.item)
             vec = vector_of(rec.vector_b64)
             if vec.shape != (self.catalog.dim,):
                 log.error("item %s has a %s-d vector, expected %d", rec.item.item_id, vec.shape, self.catalog.dim)
                 continue
+            self.progress.embedded(rec.item)
             item = to_catalog_item(rec.item)
             on_topic = self.progress.available(item.item_id)  # the newest version on items decides, if read
             items.append(item if on_topic is None else dataclasses.replace(item, available=on_topic))
