@@ -92,6 +92,9 @@ class BatchResult:
     traces: list[ListTrace]
     #: The rewards (clicks and expired impressions) the batch taught the shared models.
     rewards: list[Reward]
+    #: Held interest updates the batch dropped, by why: ``timeout`` (the item got no vector in time) or
+    #: ``bound`` (more were waiting for the user than :attr:`Recommender.max_pending`).
+    dropped_updates: Counter[str] = field(default_factory=Counter)
 
 
 def parse_mix(spec: str) -> CandidateMix:
@@ -178,6 +181,7 @@ class Recommender:
     max_pending: int = 32
     #: ... and for how long, in event time, before one is dropped (its item never got a vector).
     pending_timeout_s: float = 3600.0
+    _dropped: Counter[str] = field(default_factory=Counter, init=False, repr=False)  # by the batch in progress
 
     def new_state(self) -> MultiInterestState:
         return self.interest.new_state()
@@ -191,6 +195,7 @@ class Recommender:
         (never written: the new states come back in the result); one list per event, in order."""
         states: dict[bytes, MultiInterestState] = {}
         pending: list[_Pending] = []
+        self._dropped: Counter[str] = Counter()
         for key, event in events:
             state = states.get(key) or self._load(store, key)
             before = state.snapshot()
@@ -214,7 +219,9 @@ class Recommender:
             for p, items in zip(pending, lists, strict=True)
         ]
         rewards = self._learn_global(pending, out, states, store)
-        return BatchResult(out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards)
+        return BatchResult(
+            out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards, self._dropped
+        )
 
     def _load(self, store: Mapping[bytes, bytes], key: bytes) -> MultiInterestState:
         raw = store.get(key)
@@ -230,6 +237,7 @@ class Recommender:
         weight = engagement_weight(event)
         if vec is None and weight > 0:
             state.pending.append((event.item_id, weight, event.ts))
+            self._dropped["bound"] += max(0, len(state.pending) - self.max_pending)
             del state.pending[: -self.max_pending]
         self.interest.learn_one(state, event.item_id, vec, weight, event.ts, categories)
 
@@ -246,6 +254,8 @@ class Recommender:
                 self.interest.absorb(state, vec, weight, item.categories)
             elif now - ts <= self.pending_timeout_s:
                 waiting.append((item_id, weight, ts))
+            else:
+                self._dropped["timeout"] += 1
         state.pending = waiting
 
     # --- serving ------------------------------------------------------------------------

@@ -157,6 +157,8 @@ class EventsHandler:
             source, state = taken.last[key].tp, stamp(taken.applied[key], value)
             out.add(source, self.changelog_topic, key, state)
             out.after(source, functools.partial(self.states.put, source.partition, key, state))
+        if result.dropped_updates and records:
+            out.after(records[0].tp, functools.partial(self.metrics.interest_updates_dropped, result.dropped_updates))
         for n, tp in enumerate(dict.fromkeys(rec.tp for rec in records)):
             mine = [i for i, rec in enumerate(records) if rec.tp == tp]
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]

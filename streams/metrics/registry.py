@@ -140,6 +140,13 @@ class Metrics:
         self.items_retired = gauge(
             "streamrec_catalog_items_retired", "Items retired (tombstone or available=false): in no list"
         )
+        self.dropped_updates = counter(
+            "streamrec_interest_updates_dropped_total",
+            "Interest updates held for an item without a vector that were dropped (the event itself was "
+            "handled), by reason: timeout (no vector in STREAMREC_UNKNOWN_ITEM_TIMEOUT_S) or bound (too many "
+            "waiting for one user)",
+            ["reason"],
+        )
         self.user_states = gauge(
             "streamrec_user_state_table_size", "User states in this worker's partitions of the table"
         )
@@ -157,6 +164,8 @@ class Metrics:
             self.events.labels(kind.value)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)
+        for reason in ("timeout", "bound"):
+            self.dropped_updates.labels(reason)
 
     def prepare(self, *, policies: Iterable[str], encoder: str) -> None:
         """Export the series of this worker's policies and encoder at 0, before anything happens."""
@@ -184,6 +193,10 @@ class Metrics:
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()
+
+    def interest_updates_dropped(self, dropped: Mapping[str, int]) -> None:
+        for reason, count in dropped.items():
+            self.dropped_updates.labels(reason).inc(count)
 
     def events_replayed(self, count: int) -> None:
         self.replayed.inc(count)

@@ -3,6 +3,7 @@ recommender dead-lettered, probes and metrics only once a partition is published
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -145,3 +146,17 @@ async def test_items_are_embedded_to_the_vectors_topic_and_bad_ones_dead_lettere
     assert [(m.source, m.topic, m.key) for m in out.messages] == [(items, "dlq", b"x"), (items, "items-vectors", b"i1")]
     vector = json.loads(out.messages[1].value)["vector_b64"]
     assert vector_of(vector).tolist() == [0.5, 0.5, 0.5]
+
+
+async def test_dropped_interest_updates_are_counted_once_published() -> None:
+    rig = Rig()
+    process = rig.recommender.process
+
+    def dropping(events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult:
+        return dataclasses.replace(process(events, states), dropped_updates=Counter(timeout=2))
+
+    rig.recommender.process = dropping  # type: ignore[method-assign]
+    out = await rig.handler([event_record(P0, 0, "u1", "i1", NOW)])
+    assert rig.sample("streamrec_interest_updates_dropped_total", reason="timeout") == 0
+    out.published({P0})
+    assert rig.sample("streamrec_interest_updates_dropped_total", reason="timeout") == 2

@@ -68,10 +68,12 @@ def test_an_event_on_an_item_without_a_vector_counts_at_once_and_its_interest_fo
 def test_held_updates_are_bounded_per_user_and_expire_in_event_time() -> None:
     rec, store = recommender(unknown_item_timeout_s=100.0), {}
     rec.max_pending = 3
-    run_batch(rec, [click(n, "u", f"new{n}") for n in range(5)], store)
+    result = run_batch(rec, [click(n, "u", f"new{n}") for n in range(5)], store)
     assert [p[0] for p in state(store, "u").pending] == ["new2", "new3", "new4"]  # the oldest went first
-    run_batch(rec, [click(10, "u", "i1", ts=1000.0 + 102.5)], store)  # new2 (ts 1002) waited over 100 s
+    assert result.dropped_updates == {"bound": 2}
+    result = run_batch(rec, [click(10, "u", "i1", ts=1000.0 + 102.5)], store)  # new2 (ts 1002) waited over 100 s
     assert [p[0] for p in state(store, "u").pending] == ["new3", "new4"]
+    assert result.dropped_updates == {"timeout": 1}
 
 
 def test_a_state_without_held_updates_keeps_its_bytes_and_one_with_them_round_trips() -> None:
