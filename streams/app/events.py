@@ -15,6 +15,8 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from aiokafka import TopicPartition
+
 from streams.app.batch import Outbox, Record
 from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters, ProcessingError
@@ -144,8 +146,10 @@ class EventsHandler:
             source, state = taken.last[key].tp, stamp(taken.applied[key], value)
             out.add(source, self.changelog_topic, key, state)
             out.after(source, functools.partial(self.states.put, source.partition, key, state))
-        for n, tp in enumerate(dict.fromkeys(rec.tp for rec in records)):
-            mine = [i for i, rec in enumerate(records) if rec.tp == tp]
+        by_tp: dict[TopicPartition, list[int]] = {}
+        for i, rec in enumerate(records):
+            by_tp.setdefault(rec.tp, []).append(i)
+        for n, (tp, mine) in enumerate(by_tp.items()):
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))
