@@ -15,6 +15,8 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from aiokafka import TopicPartition
+
 from streams.app.batch import Outbox, Record
 from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters, ProcessingError
@@ -159,8 +161,10 @@ class EventsHandler:
             out.after(source, functools.partial(self.states.put, source.partition, key, state))
         if result.dropped_updates and records:
             out.after(records[0].tp, functools.partial(self.metrics.interest_updates_dropped, result.dropped_updates))
-        for n, tp in enumerate(dict.fromkeys(rec.tp for rec in records)):
-            mine = [i for i, rec in enumerate(records) if rec.tp == tp]
+        by_tp: dict[TopicPartition, list[int]] = {}
+        for i, rec in enumerate(records):
+            by_tp.setdefault(rec.tp, []).append(i)
+        for n, (tp, mine) in enumerate(by_tp.items()):
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))

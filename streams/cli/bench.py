@@ -1,4 +1,4 @@
-"""``streamrec bench [rerank|core|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
+"""``streamrec bench [rerank|wire|core|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
 
 Never a timed assertion anywhere: these are measurements, named by machine, commit and date.
 """
@@ -74,6 +74,29 @@ def rerank(
         ["algorithm", "median ms", "p99 ms", "runs"],
         rows,
     )
+
+
+@app.command()
+def wire(
+    out: Path = OUT,
+    items: int = typer.Option(9066, help="catalog size (random vectors)"),
+    events: int = typer.Option(20_000, help="events through the handler"),
+    batch: int = typer.Option(500, help="micro-batch size"),
+) -> None:
+    """The worker's work around the recommender, one core, no Kafka: decode, encode, the events handler."""
+    from streams.bench.wire import bench_wire
+
+    section = bench_wire(n_items=items, events=events, batch=batch)
+    dec, handler = section["decode_us"], section["handler"]
+    rows: list[Row] = [
+        ["decode an event: strict / as the worker does", f"{dec['event_strict']:.2f} / {dec['event']:.2f} us"],
+        ["decode an item with its vector: strict / as the worker does",
+         f"{dec['embedded_item_strict']:.2f} / {dec['embedded_item']:.2f} us"],
+        [f"encode a list of {section['k']}", f"{section['encode_us']['list']:.2f} us"],
+        *([f"handler: {step}", f"{handler[f'{step}_ms_per_event']:.4f} ms/event"]
+          for step in ("take", "answer", "published", "total")),
+    ]
+    publish(out, "wire", section, f"wire: {items:,} items, batches of {batch}, one core", ["step", "CPU"], rows)
 
 
 @app.command()
@@ -330,6 +353,7 @@ def memory(
 
 PARTS: dict[str, Callable[..., None]] = {
     "rerank": rerank,
+    "wire": wire,
     "core": core,
     "memory": memory,
     "encoder": encoder,

@@ -149,6 +149,8 @@ class CoVisitation:
             return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
         nbr, w, at = np.concatenate(nbr_parts), np.concatenate(w_parts), np.concatenate(at_parts)
         live = (nbr >= 0) & (nbr < n_rows)
+        if not live.any():  # rows without a neighbour yet: the sorted branch below needs one pair
+            return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
         keys = at[live] * n_rows + nbr[live]
         w = w[live] / self._scale
         if len(recent) * n_rows <= _DENSE_MAX:  # small catalogs: one bincount over a dense [B, n] block

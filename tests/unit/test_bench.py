@@ -73,6 +73,19 @@ def test_cli_rerank_merges_into_the_json_and_prints_a_table(tmp_path: Path) -> N
     assert data["rerank"]["k"] == 5 and set(data["rerank"]["results"]) >= {"dpp", "naive_dpp", "mmr"}
 
 
+def test_cli_wire_reports_decoding_encoding_and_the_handler_per_event(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "wire", "--items", "50", "--events", "40", "--batch", "10", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    wire = json.loads(out.read_text())["wire"]
+    assert wire["items"] == 50 and wire["handler"]["events"] == 40
+    assert set(wire["decode_us"]) == {"event_strict", "event", "embedded_item_strict", "embedded_item"}
+    assert all(v > 0 for v in [*wire["decode_us"].values(), wire["encode_us"]["list"]])
+    steps = [wire["handler"][f"{step}_ms_per_event"] for step in ("take", "answer", "published")]
+    assert all(v >= 0 for v in steps) and wire["handler"]["total_ms_per_event"] == pytest.approx(sum(steps))
+
+
 def _positive_timings(r: dict[str, float]) -> None:
     assert r["events"] > 0
     for key in ("cpu_ms_per_event", "wall_ms_per_event", "events_per_s", "batch_wall_ms_p50"):

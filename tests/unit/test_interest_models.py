@@ -275,6 +275,15 @@ def test_batched_update_equals_one_by_one() -> None:
         assert a[0].tolist() == b[0].tolist() and np.allclose(a[1], b[1])
 
 
+def test_a_large_catalog_whose_recent_rows_have_no_neighbour_yet_scores_nothing() -> None:
+    # above the dense limit (events x rows) the pairs are sorted; a batch with none of them must work
+    cv = CoVisitation(max_neighbours=3)
+    cv.update(np.array([1]), 2)  # rows exist up to the table's capacity; row 50 has no neighbour
+    co = cv.accumulate([np.array([50])] * 5, 1_000_000)
+    rows, scores = co.top(3, [np.zeros(0, np.int64)] * 5)
+    assert (rows == -1).all() and (scores == 0).all()
+
+
 # --- online matrix factorisation ------------------------------------------------------------------
 
 
