@@ -24,6 +24,11 @@ class CoVisitation:
     established ones. Within one :meth:`update_many` the pairs are added together before a full
     row is cut (the per-pair order of a one-event-at-a-time update is not kept).
 
+    ``recency`` weighs a user's recent items when they are scored against (not when counted): the
+    last item weighs 1, the one before ``recency``, then ``recency ** 2`` and so on. ``1.0`` is plain
+    item-kNN; what a user did last says most about what they do next (0.8 measured +6.5 % NDCG@10
+    over 1.0 on the full MovieLens replay, co-visitation alone; docs/evaluation.md).
+
     >>> cv = CoVisitation(max_neighbours=2)
     >>> for recent, item in [([0], 1), ([0], 1), ([0], 2), ([1], 3)]:
     ...     cv.update(np.array(recent), item)
@@ -34,9 +39,14 @@ class CoVisitation:
     [3.0, 1.0, 0.0]
     """
 
-    def __init__(self, max_neighbours: int = 50, window: int = 10, half_life: float = 1_000_000.0) -> None:
+    def __init__(
+        self, max_neighbours: int = 50, window: int = 10, half_life: float = 1_000_000.0, recency: float = 1.0
+    ) -> None:
+        if not 0.0 < recency <= 1.0:
+            raise ValueError(f"recency must be in (0, 1], got {recency}")
         self.max_neighbours = max_neighbours
         self.window = window
+        self.recency = recency
         self._growth = 2.0 ** (1.0 / half_life)
         self._scale = 1.0
         self._slots = 2 * max_neighbours
@@ -136,14 +146,17 @@ class CoVisitation:
 
     def accumulate(self, recent: Sequence[Rows], n_rows: int) -> CoScores:
         """Per event, every row's co-engagement with that event's last ``window`` items (each counted
-        once), for the whole batch at once: one gather and one sum (see :class:`CoScores`)."""
+        once, at its latest position, weighed by ``recency``), for the whole batch at once: one gather
+        and one sum (see :class:`CoScores`)."""
         at_parts, nbr_parts, w_parts = [], [], []
         for i, r in enumerate(recent):
-            mine = np.unique(r[-self.window :])
-            mine = mine[mine < len(self._fill)]
+            mine, age = np.unique(r[-self.window :][::-1], return_index=True)  # age 0: the latest item
+            known = mine < len(self._fill)
+            mine, age = mine[known], age[known]
             if len(mine):
                 nbr_parts.append(self._nbr[mine].ravel())
-                w_parts.append(self._w[mine].ravel())
+                w = self._w[mine] if self.recency == 1.0 else self._w[mine] * (self.recency ** age)[:, None]
+                w_parts.append(w.ravel())
                 at_parts.append(np.full(len(mine) * self._slots, i, np.int64))
         if not nbr_parts:
             return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
