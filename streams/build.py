@@ -8,6 +8,7 @@ from streams.interest.multi import MultiInterest
 from streams.policies import make_policy, parse_split
 from streams.recommender import Recommender, parse_mix
 from streams.retrieval import Catalog, ExactIndex, HnswIndex, VectorIndex
+from streams.retrieval.covisit import CoVisitation
 from streams.settings import Settings
 
 
@@ -56,4 +57,5 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         feedback=FeedbackJoiner(window_s=settings.feedback_window_s),
         rerank_pool=settings.rerank_pool,
         pending_timeout_s=settings.unknown_item_timeout_s,
+        covisit=CoVisitation(recency=settings.covisit_recency),
     )

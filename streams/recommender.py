@@ -5,19 +5,20 @@ No Kafka in here. The streaming app hands each micro-batch of events to
 
 Per event: the user's multi-interest state is updated, candidates are gathered from several
 sources (nearest items to each interest centroid, co-visitation, collaborative filtering,
-trending, fresh items), scored by an online click model, reranked by the user's policy
-(MMR, DPP, calibration) and given a share of exploration slots chosen by a bandit.
+trending, fresh items), scored by a listwise ranker learned from what users engaged with next,
+reranked by the user's policy (MMR, DPP, calibration) and given a share of exploration slots
+chosen by a bandit.
 
 The lists of a batch are made together, with array operations over ``[events, candidates]``:
 one matrix product for every interest centroid of the batch, one pass per candidate source
-that de-duplicates every pool at once, one feature tensor scored by the click model in one
+that de-duplicates every pool at once, one feature tensor scored by the ranker in one
 product, and the rerankers' greedy steps run in lockstep over the batch's lists. Python loops
 run per event only where the work is per event by nature (the user's state, the explore draw
 seeded by the event, building the output objects).
 
 What is exact per event and what per micro-batch: a user's state (interests, history) is
 updated event by event, so each list reflects everything its user did up to that event.
-The global models (popularity, co-visitation, MF, the click model, the bandit) learn from
+The global models (popularity, co-visitation, MF, the ranker, the bandit) learn from
 a micro-batch after its lists are made, so no list uses an event that came after it.
 """
 
@@ -37,8 +38,9 @@ from streams.explore import Bandit, ThompsonSampling, fill_explore
 from streams.feedback import FeedbackJoiner, Reward
 from streams.interest import engagement_weight
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
-from streams.interest.relevance import RelevanceModel
 from streams.policies import Policy, assign
+from streams.ranking import LastPools, ListwiseRanker, candidate_features
+from streams.ranking.features import FEATURES, PRIOR
 from streams.rerank import ListContext
 from streams.retrieval import Catalog
 from streams.retrieval.covisit import CoScores, CoVisitation
@@ -129,6 +131,8 @@ class _Pending:
     before: MultiInterestState  # snapshot right before it (rewards are learned from it)
     policy: Policy
     arm: str
+    #: The list's candidates as the ranker saw them: rows, sources and relevance (set once made).
+    pool: tuple[Rows, npt.NDArray[np.int8], F64] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,16 +171,14 @@ class Recommender:
     k: int = 10
     mix: CandidateMix = field(default_factory=CandidateMix)
     bandit: Bandit = field(default_factory=ThompsonSampling)
-    relevance: RelevanceModel = field(default_factory=RelevanceModel)
+    ranker: ListwiseRanker = field(default_factory=lambda: ListwiseRanker(FEATURES, PRIOR))
+    #: Each user's last candidates, which the ranker learns from at their next engagement.
+    pools: LastPools = field(default_factory=LastPools)
     covisit: CoVisitation = field(default_factory=CoVisitation)
     mf: OnlineMF = field(default_factory=OnlineMF)
     feedback: FeedbackJoiner = field(default_factory=FeedbackJoiner)
-    #: Impressions after which the click model's score and the prior weigh the same.
-    trust_after: int = 2000
     #: The most relevant candidates a list's reranker sees (0: the whole pool).
     rerank_pool: int = 0
-    #: Impressions (clicked or not) the click model has learned from.
-    learned: int = 0
     #: Interest updates a user's state holds for items not embedded yet (the oldest go first)...
     max_pending: int = 32
     #: ... and for how long, in event time, before one is dropped (its item never got a vector).
@@ -218,7 +220,7 @@ class Recommender:
             )
             for p, items in zip(pending, lists, strict=True)
         ]
-        rewards = self._learn_global(pending, out, states, store)
+        rewards = self._learn_global(pending, out)
         return BatchResult(
             out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards, self._dropped
         )
@@ -275,6 +277,7 @@ class Recommender:
         picks, rerank_s = self._rerank(pending, pool, relevance)
         lists, traces = [], []
         for b, p in enumerate(pending):
+            p.pool = (pool.rows[b][pool.valid[b]], pool.source[b][pool.valid[b]], relevance[b][pool.valid[b]])
             mine = picks[b][picks[b] >= 0]
             rows = pool.rows[b, mine]
             reasons = self._reasons(p.state, rows, [SOURCES[t] for t in pool.source[b, mine]])
@@ -401,24 +404,20 @@ class Recommender:
         return best.astype(np.float32)
 
     def _features(
-        self,
-        states: Sequence[MultiInterestState],
-        users: Sequence[str],
-        ts: F64,
-        rows: Rows,
-        cosine: F32,
-        covisit: F64,
+        self, states: Sequence[MultiInterestState], users: Sequence[str], ts: F64, rows: Rows,
+        sources: npt.NDArray[np.int8], cosine: F32, covisit: F64,
     ) -> F32:
-        """The click model's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
+        """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
         safe = np.where(rows >= 0, rows, 0)
-        since_last = np.array([t - s.last_ts if s.events else _DAY for s, t in zip(states, ts, strict=True)])
-        return RelevanceModel.feature_matrix(
+        last = [self.catalog.rows(s.history[-1:]) for s in states]
+        return candidate_features(
+            rows, sources,
             cosine=cosine,
-            category_affinity=self.catalog.category_affinity_many([s.category_mix() for s in states], safe),
+            category=self.catalog.category_affinity_many([s.category_mix() for s in states], safe),
             popularity=self.catalog.popularity()[safe],
-            since_last_s=since_last[:, None],
-            item_age_s=ts[:, None] - self.catalog.created_at()[safe],
+            age_s=ts[:, None] - self.catalog.created_at()[safe],
             covisit=covisit,
+            covisit_last=self.covisit.accumulate(last, len(self.catalog)).at(rows),
             mf=self.mf.scores(users, rows),
         )
 
@@ -426,22 +425,12 @@ class Recommender:
         self, pending: Sequence[_Pending], pool: Pool, queries: Sequence[F32], product: _Similarities | None,
         co: CoScores,
     ) -> F64:
-        """Each candidate's relevance, ``-inf`` on the padding: ``[B, P]``."""
-        states = [p.state for p in pending]
-        ts = np.array([p.event.ts for p in pending])
-        cosine = self._cosine(queries, pool.rows, product)
-        features = self._features(states, [p.event.user_id for p in pending], ts, pool.rows, cosine, co.at(pool.rows))
-        valid = pool.valid
-        # Until the click model has seen enough impressions its output is noise: lean on the
-        # cosine to the nearest interest (popularity for cold users) and hand over gradually.
-        popularity = np.where(valid, self.catalog.popularity()[pool.safe], 0.0).astype(np.float32)
-        top = popularity.max(axis=1, keepdims=True)
-        cold_prior = np.divide(popularity, top, out=np.zeros_like(popularity), where=top > 0)
-        cold = np.array([s.is_cold for s in states])[:, None]
-        prior = np.where(cold, cold_prior, features[..., 0])
-        trust = np.float32(self.learned / (self.learned + self.trust_after))
-        relevance = (1 - trust) * prior + trust * self.relevance.predict_many(features)
-        return np.where(valid, relevance, -np.inf)
+        """Each candidate's relevance (the ranker's score), ``-inf`` on the padding: ``[B, P]``."""
+        features = self._features(
+            [p.state for p in pending], [p.event.user_id for p in pending], np.array([p.event.ts for p in pending]),
+            pool.rows, pool.source, self._cosine(queries, pool.rows, product), co.at(pool.rows),
+        )
+        return np.where(pool.valid, self.ranker.score(features), -np.inf)
 
     def _rerank(
         self, pending: Sequence[_Pending], pool: Pool, relevance: F64
@@ -517,17 +506,14 @@ class Recommender:
         return fill_explore(exploit, ids, p.policy.explore_share, self.k, self.bandit, rng, context=context)
 
     # --- learning from the batch, after its lists are made --------------------------------
-    def _learn_global(
-        self,
-        pending: Sequence[_Pending],
-        lists: Sequence[Recommendation],
-        states: dict[bytes, MultiInterestState],
-        store: Mapping[bytes, bytes],
-    ) -> list[Reward]:
+    def _learn_global(self, pending: Sequence[_Pending], lists: Sequence[Recommendation]) -> list[Reward]:
         """Teach the shared models the batch; return the rewards it taught."""
+        # The ranker first: its lessons are scored with co-visitation and MF as they were when the
+        # lists were made, before the batch's own pairs are counted (else the item taken would
+        # carry its own engagement in its features).
+        self._learn_ranker(pending)
         latest_ts = 0.0
         taught: list[Reward] = []
-        groups: list[tuple[MultiInterestState, str, list[Reward], float]] = []
         co_recent: list[Rows] = []
         co_items: list[int] = []
         co_weights: list[float] = []
@@ -535,9 +521,7 @@ class Recommender:
         for p, rec in zip(pending, lists, strict=True):
             event = p.event
             latest_ts = max(latest_ts, event.ts)
-            rewards = self.feedback.on_engagement(event)
-            taught.extend(rewards)
-            groups.append((p.before, event.user_id, rewards, event.ts))
+            taught.extend(self.feedback.on_engagement(event))
             weight = engagement_weight(event)
             self.catalog.record_engagement(event.item_id, weight)
             if weight > 0 and event.item_id in self.catalog:
@@ -546,69 +530,52 @@ class Recommender:
                 co_weights.append(weight)
                 mf_users.append(event.user_id)
             self.feedback.record_impressions(event.user_id, event.event_id, rec.items, p.arm, p.policy.name, event.ts)
-        expired: dict[str, list[Reward]] = {}
-        for reward in self.feedback.expire(latest_ts):
-            expired.setdefault(reward.user_id, []).append(reward)
-        for user_id, rewards in expired.items():
-            key = user_id.encode()
-            taught.extend(rewards)
-            groups.append((states.get(key) or self._load(store, key), user_id, rewards, latest_ts))
+        taught.extend(self.feedback.expire(latest_ts))
         items = np.array(co_items, np.int64)
         self.covisit.update_many(co_recent, items, co_weights)
         self.mf.learn_many(mf_users, items)
-        # The shared models take the batch first, so the click model learns each reward against
-        # co-visitation and MF as of the batch's end (as one-by-one learning saw them, mid-batch,
-        # more than as of its start: +2.5 % NDCG@10 on the MovieLens replay).
-        self._learn_rewards(groups)
+        self._learn_rewards(taught)
         return taught
 
-    def _learn_rewards(self, groups: Sequence[tuple[MultiInterestState, str, list[Reward], float]]) -> None:
-        """Shown items were engaged with (1) or ignored (0): teach the click model and the bandit.
-        Each group is one user's rewards with the state they are scored from; features come from
-        one tensor for all of them."""
-        groups = [(s, u, [r for r in rs if r.item_id in self.catalog], ts) for s, u, rs, ts in groups]
-        groups = [g for g in groups if g[2]]
-        if not groups:
+    def _learn_ranker(self, pending: Sequence[_Pending]) -> None:
+        """Each engagement with an item of the user's previous list's candidates is a lesson: that list,
+        scored from the user's state before the engagement, with the item taken. Then each event's
+        candidates become its user's previous list (in order: a user's second event in a batch
+        learns from the list of their first)."""
+        lessons: list[tuple[int, Rows, npt.NDArray[np.int8], int]] = []
+        for b, p in enumerate(pending):
+            event = p.event
+            last = self.pools.get(event.user_id)
+            if last is not None and engagement_weight(event) > 0 and event.item_id in self.catalog:
+                taken = np.flatnonzero(last[0] == self.catalog.row(event.item_id))
+                if len(taken):
+                    lessons.append((b, *last, int(taken[0])))
+            if p.pool is not None:
+                self.pools.put(event.user_id, *p.pool)
+        if not lessons:
             return
-        width = max(len(g[2]) for g in groups)
-        rows = np.full((len(groups), width), -1, np.int64)
-        for b, (_, _, rewards, _) in enumerate(groups):
-            rows[b, : len(rewards)] = self.catalog.rows([r.item_id for r in rewards])
-        states = [g[0] for g in groups]
+        width = max(len(rows) for _, rows, _, _ in lessons)
+        rows = np.full((len(lessons), width), -1, np.int64)
+        sources = np.full((len(lessons), width), -1, np.int8)
+        for i, (_, mine, tags, _) in enumerate(lessons):
+            rows[i, : len(mine)], sources[i, : len(tags)] = mine, tags
+        learners = [pending[b] for b, *_ in lessons]
+        states = [p.before for p in learners]
         recent = [self.catalog.rows(s.history[-self.covisit.window :]) for s in states]
         queries = [self.interest.queries(s)[0] for s in states]
-        co = self.covisit.accumulate(recent, len(self.catalog)).at(rows)
-        # Parity with the per-event implementation, whose co-visitation lookup was keyed by item id:
-        # an item in a user's rewards more than once (shown in several lists that all expired)
-        # scored only at its last occurrence, 0 at the others. Scoring every occurrence measured
-        # 10 % lower NDCG@10 on the MovieLens replay (the click model then learns repeated
-        # negatives as high co-visitation ones); the relevance work revisits it.
-        co[_earlier_repeats(rows)] = 0.0
-        ts = np.array([g[3] for g in groups])
-        features = self._features(states, [g[1] for g in groups], ts, rows, self._cosine(queries, rows), co)
-        valid = rows >= 0
-        known = [r for g in groups for r in g[2]]
-        labels = np.array([r.reward > 0 for r in known])
-        self.relevance.learn_many(features[valid], labels)
-        context = self.catalog.vectors[rows[valid]] if self.bandit.contextual else None
-        self.bandit.learn_many([r.item_id for r in known], [r.reward for r in known], context)
-        self.learned += len(known)
+        features = self._features(
+            states, [p.event.user_id for p in learners], np.array([p.event.ts for p in learners]), rows, sources,
+            self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
+        )
+        self.ranker.learn_many(features, rows >= 0, np.array([taken for *_, taken in lessons], np.intp))
 
-
-def _earlier_repeats(rows: Rows) -> npt.NDArray[np.bool_]:
-    """Per line of ``rows``, the positions whose row comes again later in that line.
-
-    >>> _earlier_repeats(np.array([[3, 5, 3, 3], [1, 2, -1, -1]])).tolist()
-    [[True, False, True, False], [False, False, False, False]]
-    """
-    n_lines, width = rows.shape
-    flipped = rows[:, ::-1]
-    keys = np.arange(n_lines)[:, None] * (int(rows.max(initial=0)) + 2) + flipped + 1
-    _, first = np.unique(keys.ravel(), return_index=True)  # the last occurrence, seen from the end
-    last = np.zeros(n_lines * width, bool)
-    last[first] = True
-    out: npt.NDArray[np.bool_] = ~last.reshape(n_lines, width)[:, ::-1] & (rows >= 0)
-    return out
+    def _learn_rewards(self, rewards: Sequence[Reward]) -> None:
+        """Shown items were engaged with (1) or ignored (0): teach the bandit."""
+        known = [r for r in rewards if r.item_id in self.catalog]
+        if known:
+            ids = [r.item_id for r in known]
+            context = self.catalog.vectors[self.catalog.rows(ids)] if self.bandit.contextual else None
+            self.bandit.learn_many(ids, [r.reward for r in known], context)
 
 
 def event_rng(event_id: str) -> np.random.Generator:

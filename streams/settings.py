@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         pattern=r"^\s*((similar|covisited|collaborative|trending|fresh|explore)=\d+\s*(,\s*|$))*$",
         description="Candidates per source before de-duplication (similar is split over the user's interests)",
     )
+    covisit_recency: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Weight of each older recent item when co-visitation scores a "
+        "user's candidates: the last item weighs 1, the one before this, then its square (1: plain item-kNN)",
+    )
     rerank_pool: int = Field(
         default=0, ge=0, description="The most relevant candidates each list's reranker sees (0: the whole pool)"
     )

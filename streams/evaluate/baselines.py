@@ -29,7 +29,6 @@ import numpy.typing as npt
 from streams.build import make_interest
 from streams.contracts import RecommendedItem
 from streams.feedback import Reward
-from streams.interest.multi import MultiInterestState
 from streams.policies import Policy
 from streams.recommender import ListTrace, Recommender, _Pending, event_rng
 from streams.rerank import TopK
@@ -89,8 +88,11 @@ class Baseline(Recommender):
             )
         return lists, []
 
-    def _learn_rewards(self, groups: Sequence[tuple[MultiInterestState, str, list[Reward], float]]) -> None:
-        """No click model or bandit to teach: a baseline ranks without them."""
+    def _learn_ranker(self, pending: Sequence[_Pending]) -> None:
+        """No ranker to teach: a baseline ranks without it."""
+
+    def _learn_rewards(self, rewards: Sequence[Reward]) -> None:
+        """No bandit to teach: a baseline never explores."""
 
 
 def make_baseline(kind: str, settings: Settings, catalog: Catalog) -> Baseline:

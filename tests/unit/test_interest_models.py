@@ -1,4 +1,4 @@
-"""Multi-interest state, click model, co-visitation and online MF: do they learn what they claim?"""
+"""Multi-interest state, co-visitation and online MF: do they learn what they claim?"""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
-from streams.interest.relevance import FEATURES, RelevanceModel, candidate_features, category_affinity
 from streams.retrieval.covisit import CoVisitation
 from streams.retrieval.mf import OnlineMF
 
@@ -126,87 +125,6 @@ def test_bad_version_is_refused() -> None:
     raw[0] = 99
     with pytest.raises(ValueError, match="version"):
         MultiInterestState.from_bytes(bytes(raw))
-
-
-# --- relevance model ------------------------------------------------------------------------------
-
-
-def _auc(scores: F32, labels: npt.NDArray[np.bool_]) -> float:
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = int(labels.sum())
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * (len(labels) - pos)))
-
-
-def test_relevance_model_ranks_clicked_items_first() -> None:
-    rng = np.random.default_rng(7)
-    dim, n_users, n_items = 16, 40, 300
-    centres = _unit(rng.normal(size=(n_users, 2, dim)).astype(np.float32))
-    items = _unit(rng.normal(size=(n_items, dim)).astype(np.float32))
-    popularity = rng.lognormal(1.5, 1.5, n_items)
-    created = rng.uniform(0, 1e6, n_items)
-    cats = [(f"g{i % 7}",) for i in range(n_items)]
-    interest, model = MultiInterest(dim), RelevanceModel()
-    # users whose two interests the state already knows (warm-up on items near their centres)
-    states = [interest.new_state() for _ in range(n_users)]
-    for u in range(n_users):
-        for j, vec in enumerate(_cluster_items(rng, centres[u, j % 2], 1, spread=0.5)[0] for j in range(30)):
-            states[u] = interest.learn_one(states[u], f"warm{j}", vec, 1.0, ts=float(j))
-    scores, labels = [], []
-    ts = 1e6
-    for step in range(6000):
-        u, i = int(rng.integers(n_users)), int(rng.integers(n_items))
-        true_cos = float((centres[u] @ items[i]).max())
-        p_click = 1.0 / (1.0 + np.exp(-(5.0 * true_cos + 0.7 * np.log1p(popularity[i]) - 4.0)))
-        clicked = bool(rng.random() < p_click)
-        ts += 5.0
-        x = candidate_features(
-            interest,
-            states[u],
-            items[i : i + 1],
-            category_affinity(states[u].category_mix(), cats[i : i + 1]),
-            popularity[i],
-            created[i],
-            ts,
-        )
-        if step >= 3000:  # progressive validation: score before learning
-            scores.append(float(model.predict_many(x)[0]))
-            labels.append(clicked)
-        model.learn_one(dict(zip(FEATURES, x[0].tolist(), strict=True)), clicked)
-    auc = _auc(np.array(scores, np.float32), np.array(labels))
-    assert auc > 0.75, auc
-
-
-def test_relevance_model_is_rivers_logistic_regression_and_predict_many_matches_it() -> None:
-    """Learned one impression at a time, the numpy model is River's LogisticRegression with AdaGrad."""
-    from river import linear_model, optim
-
-    rng = np.random.default_rng(3)
-    model = RelevanceModel(chunk=1)
-    river = linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1), intercept_lr=0.05, l2=0.0)
-    for _ in range(300):
-        x = dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True))
-        y = bool(rng.random() < 0.4)
-        model.learn_one(x, y)
-        river.learn_one(x, y)
-    rows = [dict(zip(FEATURES, rng.random(len(FEATURES)).tolist(), strict=True)) for _ in range(20)]
-    expected = [river.predict_proba_one(r)[True] for r in rows]  # type: ignore[no-untyped-call]
-    assert np.allclose(model.predict_many(rows), expected, atol=1e-5)
-    matrix = np.array([[r[f] for f in FEATURES] for r in rows], np.float32)
-    assert np.allclose(model.predict_many(matrix), expected, atol=1e-5)
-    assert model.predict_many(np.zeros((0, len(FEATURES)), np.float32)).shape == (0,)
-
-
-def test_relevance_model_learns_in_batches_like_one_by_one() -> None:
-    rng = np.random.default_rng(4)
-    X = rng.random((400, len(FEATURES))).astype(np.float32)
-    y = X[:, 0] + 0.3 * rng.random(400) > 0.7
-    one, batched = RelevanceModel(chunk=1), RelevanceModel()
-    for x, t in zip(X, y, strict=True):
-        one.learn_many(x[None], [t])
-    batched.learn_many(X, y)
-    assert np.corrcoef(one.predict_many(X), batched.predict_many(X))[0, 1] > 0.99
 
 
 # --- co-visitation --------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""The ranker's features of every candidate of a batch's lists, as one ``[lists, candidates, features]`` tensor.
+
+Each raw quantity gets a fixed transform to O(1) (logs of counts and times), and the signals whose
+scale grows with the stream (popularity, co-visitation counts) also come as a share of the list's
+largest, so a weight learned early still means the same later. The candidate's source is one-hot:
+what retrieval already knew about it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+SOURCE_NAMES = ("similar", "co-visited", "collaborative", "trending", "fresh")
+FEATURES = (
+    "cosine",  # to the user's nearest interest centroid
+    "category",  # share of the user's category mix on the item's categories
+    "popularity",  # log of the decayed engagement count
+    "popularity_share",  # of the list's most popular candidate
+    "age",  # log of the seconds since the item appeared, a year reads 1
+    "covisit",  # log of the co-engagement with the user's recent items (recency-weighted)
+    "covisit_share",  # of the list's most co-engaged candidate
+    "covisited",  # 1 if co-engaged with any recent item at all
+    "covisit_last",  # log of the co-engagement with the user's last item alone
+    "covisit_last_share",
+    "mf",  # matrix factorisation's score (a logit)
+    *(f"from_{name}" for name in SOURCE_NAMES),
+)
+#: The ranker's starting weights, so lists make sense before its first lesson: what the user's items
+#: are like (content: the only signal of a new catalog), what was co-engaged with them, a little
+#: popularity.
+PRIOR = {"cosine": 1.0, "covisit_share": 1.0, "popularity_share": 0.3}
+_AGE_SCALE = math.log1p(365 * 86_400.0)
+
+
+def _share(x: F64, valid: npt.NDArray[np.bool_]) -> F64:
+    """``x`` over its line's largest valid value (0 where that is not positive)."""
+    top = np.where(valid, x, 0.0).max(axis=1, keepdims=True)
+    out: F64 = np.divide(x, top, out=np.zeros_like(x), where=top > 0)
+    return out
+
+
+def candidate_features(
+    rows: npt.NDArray[np.int64],
+    sources: npt.NDArray[np.int8],
+    *,
+    cosine: F32,
+    category: F32,
+    popularity: F64,
+    age_s: F64,
+    covisit: F64,
+    covisit_last: F64,
+    mf: F32,
+) -> F32:
+    """The ``[B, P, len(FEATURES)]`` tensor of candidates ``rows`` ``[B, P]`` (``-1`` padding reads 0),
+    from raw ``[B, P]`` quantities; ``sources`` indexes :data:`SOURCE_NAMES` (``-1``: none).
+
+    >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
+    >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in ("cosine", "category", "popularity", "mf")}
+    >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
+    ...                        covisit_last=np.zeros((1, 3)), **raw)
+    >>> X.shape, X[0, :, FEATURES.index("covisit_share")].tolist(), X[0, 2].any()
+    ((1, 3, 16), [1.0, 0.0, 0.0], np.False_)
+    """
+    valid = rows >= 0
+    popularity, covisit, covisit_last = (np.maximum(x, 0.0) for x in (popularity, covisit, covisit_last))
+    cols = [
+        cosine, category, np.log1p(popularity), _share(popularity, valid),
+        np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
+        np.log1p(covisit), _share(covisit, valid), (covisit > 0),
+        np.log1p(covisit_last), _share(covisit_last, valid),
+        np.clip(mf, -10.0, 10.0),
+        *(sources == s for s in range(len(SOURCE_NAMES))),
+    ]
+    X = np.stack([np.broadcast_to(np.asarray(c, np.float32), rows.shape) for c in cols], axis=-1)
+    X[~valid] = 0.0
+    return X
