@@ -42,37 +42,45 @@ def parameter(name: str, settings: Settings) -> tuple[str, float] | None:
     return policy, float(lam) if lam else float(getattr(settings, SWEPT[policy]))
 
 
-def goals(table: Table, settings: Settings) -> list[Goal]:
-    """The issue's three goals, checked against a run's numbers (any that cannot be checked is not met)."""
+def goals(table: Table, settings: Settings, full: bool = False) -> list[Goal]:
+    """The issue's three goals, checked against a run's numbers (any that cannot be checked is not met).
+
+    On the full replay (``full``) the best policy must reach 1.2 x the best baseline's NDCG@10; on a
+    sample of users, at least equal it.
+    """
     ours = {n: m for n, m in table.items() if n not in BASELINES}
     base = {n: m for n, m in table.items() if n in BASELINES}
+    factor = 1.2 if full else 1.0
+    text = f"streamrec's best policy reaches {factor:g} x the best baseline's NDCG@10" + (
+        " (full replay)" if full else " (a sample of users)"
+    )
     out = []
     if ours and base:
         best, best_base = (max(t, key=lambda n: t[n]["ndcg@10"]) for t in (ours, base))
         a, b = ours[best]["ndcg@10"], base[best_base]["ndcg@10"]
-        out.append(Goal("streamrec's best policy beats the best baseline on NDCG@10", a > b,
+        out.append(Goal(text, a >= factor * b,
                         f"`{best}` {a:.4f} vs `{best_base}` {b:.4f} ({a / b - 1:+.1%})" if b else f"`{best}` {a:.4f}"))
     else:
-        out.append(Goal("streamrec's best policy beats the best baseline on NDCG@10", False, "not run"))
-    rel = table.get("relevance")
-    text = ("a diversified policy within 2% of `relevance`'s NDCG@10 raises ILD@10 by >= 25% and genres@10 by "
-            ">= 20%, and lowers calibration KL")
-    if rel is None or len(ours) < 2:
-        out.append(Goal(text, False, "`relevance` or diversified policies not run"))
+        out.append(Goal(text, False, "not run"))
+    text = "a diversified policy within 2% of the best policy's NDCG@10 raises ILD@10 by >= 25% and genres@10 by >= 20%"
+    if len(ours) < 2:
+        out.append(Goal(text, False, "diversified policies not run"))
     else:
-        def checks(m: Mapping[str, float]) -> list[bool]:
-            return [m["ndcg@10"] >= 0.98 * rel["ndcg@10"], m["ild@10"] >= 1.25 * rel["ild@10"],
-                    m["genres@10"] >= 1.2 * rel["genres@10"], m["calibration_kl"] < rel["calibration_kl"]]
+        top_name = max(ours, key=lambda n: ours[n]["ndcg@10"])
+        top = ours[top_name]
 
-        candidates = {n: m for n, m in ours.items() if n != "relevance"}
+        def checks(m: Mapping[str, float]) -> list[bool]:
+            return [m["ndcg@10"] >= 0.98 * top["ndcg@10"], m["ild@10"] >= 1.25 * top["ild@10"],
+                    m["genres@10"] >= 1.2 * top["genres@10"]]
+
+        candidates = {n: m for n, m in ours.items() if n != top_name}
         # the one closest to meeting it: most conditions met, then the best NDCG
         name = max(candidates, key=lambda n: (sum(checks(candidates[n])), candidates[n]["ndcg@10"]))
         m = candidates[name]
         met = [n for n, c in candidates.items() if all(checks(c))]
         closest = (
-            f"`{name}`: NDCG@10 {m['ndcg@10'] / rel['ndcg@10'] - 1:+.1%}, "
-            f"ILD@10 {m['ild@10'] / rel['ild@10'] - 1:+.1%}, genres@10 {m['genres@10'] / rel['genres@10'] - 1:+.1%}, "
-            f"calibration KL {m['calibration_kl']:.3f} vs {rel['calibration_kl']:.3f}"
+            f"`{name}` against `{top_name}`: NDCG@10 {m['ndcg@10'] / top['ndcg@10'] - 1:+.1%}, "
+            f"ILD@10 {m['ild@10'] / top['ild@10'] - 1:+.1%}, genres@10 {m['genres@10'] / top['genres@10'] - 1:+.1%}"
         )
         out.append(Goal(text, bool(met), (f"met by {', '.join(f'`{n}`' for n in met)}; " if met else "") + closest))
     pop, default = table.get("popular"), table.get(settings.policy)
@@ -107,7 +115,7 @@ def markdown(result: Mapping[str, Any], seconds: Mapping[str, float], settings: 
         kind = "baseline: " if name in BASELINES else ""
         lines.append(f"| {kind}`{name}` | " + " | ".join(cells) + f" | {seconds.get(name, 0):.0f} |")
     lines += ["", "Goals:", ""]
-    for g in goals(table, settings):
+    for g in goals(table, settings, full=not result["protocol"].get("sample_users")):
         lines.append(f"- {'**met**' if g.met else '**not met**'}: {g.text}: {g.detail}.")
     return "\n".join(lines) + "\n"
 

@@ -146,3 +146,16 @@ def test_run_metrics_average_lists_and_count_coverage_and_gini_over_the_run() ->
     kl_first = math.log(1 / (0.99 * 0.5 + 0.01))
     kl_second = math.log(1 / (0.99 * 0.75 + 0.01))  # i0 + i2: a gets 1/2 + 1/4
     assert summary["calibration_kl"] == pytest.approx((kl_first + kl_second) / 2)
+
+
+def test_goals_ask_more_of_the_full_replay_than_of_a_sample() -> None:
+    from streams.evaluate.report import goals
+    from streams.settings import Settings
+
+    row = {"ild@10": 0.5, "genres@10": 10.0, "coverage": 0.5, "calibration_kl": 0.5}
+    table = {"covisit": {**row, "ndcg@10": 0.050}, "relevance": {**row, "ndcg@10": 0.055},
+             "dpp": {**row, "ndcg@10": 0.054, "ild@10": 0.7, "genres@10": 12.5}, "popular": {**row, "ndcg@10": 0.03}}
+    sample, full = goals(table, Settings(policy="dpp")), goals(table, Settings(policy="dpp"), full=True)
+    assert sample[0].met and not full[0].met  # +10 %: enough on a sample, not the 1.2 x of the full replay
+    assert "`relevance` 0.0550 vs `covisit` 0.0500 (+10.0%)" in full[0].detail
+    assert sample[1].met and "`dpp` against `relevance`" in sample[1].detail
