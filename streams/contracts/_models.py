@@ -75,7 +75,10 @@ class Event(_Message):
 class RecommendedItem(BaseModel):
     model_config = ConfigDict(frozen=True)
     item_id: str
-    score: float
+    score: float = Field(
+        description="The ranker's score: higher is more relevant, comparable within one list only (not a "
+        "probability; it may be negative); exploration slots carry 0"
+    )
     reason: str = Field(description="Why the item is here, e.g. 'similar', 'trending', 'explore'")
 
 
