@@ -54,7 +54,6 @@ F64 = npt.NDArray[np.float64]
 # Candidate sources, in the order a duplicate keeps its first tag.
 SIMILAR, COVISITED, COLLABORATIVE, TRENDING, FRESH = "similar", "co-visited", "collaborative", "trending", "fresh"
 SOURCES = (SIMILAR, COVISITED, COLLABORATIVE, TRENDING, FRESH)
-_DAY = 86_400.0
 # Events x catalog rows that one pass's masks may take: a batch is cut into chunks below it, so a
 # catalog of a million items does not ask for [events, items] arrays of gigabytes.
 _CHUNK_CELLS = 8_000_000

@@ -2,7 +2,7 @@
 
 **MovieLens** (the default): the latest-small catalog with the vectors ``streamrec evaluate`` uses
 (embedded once and cached by :func:`streams.evaluate.data.catalog_vectors`) and its ratings in
-time order. The shared models (popularity, co-visitation, MF, click model, bandit) and the user
+time order. The shared models (popularity, co-visitation, MF, ranker, bandit) and the user
 states are warmed by replaying the first ``warmup`` ratings at batch 100 (not timed); then, for
 each batch size, a deep copy of that warmed recommender and store replays the same next ``events``
 ratings, so every batch size starts from the same state and sees the same events. Per batch size:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
+#: The candidate sources, in the order of ``streams.recommender.SOURCES`` (a test keeps them equal).
 SOURCE_NAMES = ("similar", "co-visited", "collaborative", "trending", "fresh")
 FEATURES = (
     "cosine",  # to the user's nearest interest centroid

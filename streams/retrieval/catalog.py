@@ -150,7 +150,7 @@ class Catalog:
         return ids
 
     def category_affinity(self, mix: Mapping[str, float], rows: npt.NDArray[np.int64]) -> F32:
-        """Per row, the sum of ``mix`` over the item's categories (see :func:`category_affinity`).
+        """Per row, the sum of ``mix`` over the item's categories (the share of the user's mix on it).
 
         >>> c = Catalog(dim=1)
         >>> c.upsert([CatalogItem("a", "A", ("drama",)), CatalogItem("b", "B", ("comedy", "drama"))], np.ones((2, 1)))

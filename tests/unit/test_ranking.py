@@ -8,8 +8,8 @@ import numpy.typing as npt
 from streams.build import build_recommender
 from streams.contracts import Event
 from streams.ranking import FEATURES, LastPools, ListwiseRanker, candidate_features
-from streams.ranking.features import PRIOR
-from streams.recommender import Recommender
+from streams.ranking.features import PRIOR, SOURCE_NAMES
+from streams.recommender import SOURCES, Recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.retrieval.covisit import CoVisitation
 from streams.settings import Settings
@@ -138,3 +138,7 @@ def test_last_pools_stay_bounded() -> None:
     assert len(pools) == 3 and pools.get("0") is None
     rows, _ = pools.get("9") or (None, None)
     assert rows is not None and rows.tolist() == [15, 16, 17, 18, 19]
+
+
+def test_the_source_features_follow_the_recommenders_sources() -> None:
+    assert SOURCE_NAMES == SOURCES
