@@ -17,16 +17,23 @@ from rich.table import Table
 app = typer.Typer(help="Measure speed and memory; merge the results into bench.json and print a table.")
 console = Console()
 
-OUT = typer.Option(Path("bench.json"), "--out", help="JSON file the part's section is merged into")
+DEFAULT_OUT = Path("bench.json")
+OUT = typer.Option(DEFAULT_OUT, "--out", help="JSON file every part's section is merged into")
+# A part's own --out wins; without one it writes where `streamrec bench --out X <part>` said (the
+# group's callback runs first and leaves it here: typer's context is its own click's, not click's).
+PART_OUT = typer.Option(None, "--out", help="JSON file the part's section is merged into (default: bench's --out)")
+_GROUP_OUT = {"out": DEFAULT_OUT}
 Row = Sequence[str]
 
 
 def publish(
-    out: Path, part: str, section: dict[str, Any], title: str, columns: Sequence[str], rows: Sequence[Row]
+    out: Path | None, part: str, section: dict[str, Any], title: str, columns: Sequence[str], rows: Sequence[Row]
 ) -> None:
-    """The one way every part reports: merge into ``out`` (with the environment), print one table."""
+    """The one way every part reports: merge into ``out`` (else the group's ``--out``; with the
+    environment), print one table."""
     from streams.bench import merge_section
 
+    out = out or _GROUP_OUT["out"]
     env = merge_section(out, part, section)["environment"]
     table = Table(title=f"{title}\n{env['cores']} cores, {env['processor']}, commit {env['commit']}, {env['date']}")
     for i, column in enumerate(columns):
@@ -48,13 +55,14 @@ def _rate(value: float) -> str:
 @app.callback(invoke_without_command=True)
 def bench(ctx: typer.Context, out: Path = OUT) -> None:
     """Without a part: run them all with their defaults (about 10 minutes on 2 cores)."""
+    _GROUP_OUT["out"] = out
     if ctx.invoked_subcommand is None:
         run_all(out)
 
 
 @app.command()
 def rerank(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     n: int = typer.Option(500, help="candidates"),
     k: int = typer.Option(20, help="list length"),
     d: int = typer.Option(384, help="embedding dimension"),
@@ -78,7 +86,7 @@ def rerank(
 
 @app.command()
 def wire(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     items: int = typer.Option(9066, help="catalog size (random vectors)"),
     events: int = typer.Option(20_000, help="events through the handler"),
     batch: int = typer.Option(500, help="micro-batch size"),
@@ -101,7 +109,7 @@ def wire(
 
 @app.command()
 def core(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     events: int = typer.Option(2_000, help="timed events per batch size (the same ones for each)"),
     warmup: int = typer.Option(20_000, help="events replayed at batch 100 before timing (not timed)"),
     batches: str = typer.Option("1,10,100,500", help="batch sizes"),
@@ -251,7 +259,7 @@ def _worker_rows(section: dict[str, Any], label: str) -> list[Row]:
 
 @app.command()
 def pipeline(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     events: int = typer.Option(10_000, help="events for the throughput phase (and the ceilings)"),
     rates: str = typer.Option("500,1000,2000", help="offered loads for the latency phases, events/s"),
     duration: float = typer.Option(10.0, help="seconds of offered load per rate"),
@@ -285,7 +293,7 @@ def pipeline(
 
 @app.command()
 def encoder(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     device: str = typer.Option("cpu", help="LocalEncoder's torch device: cpu, cuda, cuda:1 ..."),
     triton_url: str = typer.Option("", help="a running Triton's gRPC host:port (default: start a CPU one here)"),
     batches: str = typer.Option("1,32,128", help="batch sizes"),
@@ -321,7 +329,7 @@ def encoder(
 
 @app.command()
 def memory(
-    out: Path = OUT,
+    out: Path | None = PART_OUT,
     users: int = typer.Option(100_000, help="users held in memory for the RSS figure"),
 ) -> None:
     """Serialized user state per user (real MovieLens histories) and RSS per 100k users."""

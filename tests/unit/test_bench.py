@@ -135,3 +135,13 @@ def test_cli_core_merges_batches_profile_and_scale(tmp_path: Path, monkeypatch: 
     scaled = core["scale"]["300"]["exact"]
     _positive_timings(scaled)
     assert scaled["items"] == 300 and scaled["rss_mb"] > 0 and scaled["vectors_mb"] > 0
+
+
+def test_cli_bench_out_before_the_part_is_where_it_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a stray default bench.json would land here
+    out = tmp_path / "chosen.json"
+    args = ["bench", "--out", str(out), "rerank", "--n", "40", "--k", "5", "--d", "16", "--repeats", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["rerank"]["k"] == 5
+    assert not (tmp_path / "bench.json").exists()
