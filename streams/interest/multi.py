@@ -299,16 +299,6 @@ class MultiInterest:
         norm = float(np.linalg.norm(total))
         return total / np.float32(norm) if norm > 0 else total
 
-    def best_cosine(self, state: MultiInterestState, item_vecs: F32) -> F32:
-        """Per item, the cosine to the nearest centroid (0 for a cold user): ``[n]``."""
-        if state.is_cold:
-            return np.zeros(len(item_vecs), np.float32)
-        q, _ = self.queries(state)
-        vecs = np.asarray(item_vecs, np.float32)
-        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
-        sims: F32 = (vecs @ q.T).max(axis=1) / np.maximum(norms, np.float32(1e-12))
-        return sims
-
 
 def split_budget(weights: F32, total: int, floor: int = 1) -> npt.NDArray[np.int64]:
     """Share ``total`` candidates across centroids in proportion to their weights, at least
