@@ -5,10 +5,14 @@ from __future__ import annotations
 from streams.explore import Bandit, LinUCB, ThompsonSampling
 from streams.feedback import FeedbackJoiner
 from streams.interest.multi import MultiInterest
+from streams.learning import SharedModels
 from streams.policies import make_policy, parse_split
+from streams.ranking import ListwiseRanker
+from streams.ranking.features import FEATURES, PRIOR
 from streams.recommender import Recommender, parse_mix
 from streams.retrieval import Catalog, ExactIndex, HnswIndex, VectorIndex
 from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.mf import OnlineMF
 from streams.settings import Settings
 
 
@@ -42,9 +46,7 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         )
         for name in {settings.policy, *parse_split(settings.ab_split or settings.policy)}
     }
-    bandit: Bandit = (
-        LinUCB(catalog.dim, project_to=64) if settings.bandit == "linucb" else ThompsonSampling(half_life=10_000)
-    )
+    models = build_shared_models(settings, catalog)
     return Recommender(
         catalog=catalog,
         interest=make_interest(settings, catalog.dim),
@@ -53,9 +55,22 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         salt=settings.ab_salt,
         k=settings.k,
         mix=parse_mix(settings.candidates),
-        bandit=bandit,
+        bandit=models.bandit,
         feedback=FeedbackJoiner(window_s=settings.feedback_window_s),
         rerank_pool=settings.rerank_pool,
         pending_timeout_s=settings.unknown_item_timeout_s,
-        covisit=CoVisitation(recency=settings.covisit_recency),
+        covisit=models.covisit,
+        mf=models.mf,
+        ranker=models.ranker,
+        learn=settings.role != "serve",
     )
+
+
+def build_shared_models(settings: Settings, catalog: Catalog) -> SharedModels:
+    """The shared models the settings describe, new (a learner starts from these, a serving worker loads
+    each snapshot into a new set)."""
+    bandit: Bandit = (
+        LinUCB(catalog.dim, project_to=64) if settings.bandit == "linucb" else ThompsonSampling(half_life=10_000)
+    )
+    return SharedModels(catalog, CoVisitation(recency=settings.covisit_recency), OnlineMF(),
+                        ListwiseRanker(FEATURES, PRIOR), bandit)

@@ -38,6 +38,7 @@ from streams.explore import Bandit, ThompsonSampling, fill_explore
 from streams.feedback import FeedbackJoiner, Reward
 from streams.interest import engagement_weight
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
+from streams.learning import Lessons, SharedModels
 from streams.policies import Policy, assign
 from streams.ranking import LastPools, ListwiseRanker, candidate_features
 from streams.ranking.features import FEATURES, PRIOR
@@ -96,6 +97,8 @@ class BatchResult:
     #: Held interest updates the batch dropped, by why: ``timeout`` (the item got no vector in time) or
     #: ``bound`` (more were waiting for the user than :attr:`Recommender.max_pending`).
     dropped_updates: Counter[str] = field(default_factory=Counter)
+    #: What the batch teaches the shared models (learned already when :attr:`Recommender.learn`).
+    lessons: Lessons | None = None
 
 
 def parse_mix(spec: str) -> CandidateMix:
@@ -182,6 +185,9 @@ class Recommender:
     max_pending: int = 32
     #: ... and for how long, in event time, before one is dropped (its item never got a vector).
     pending_timeout_s: float = 3600.0
+    #: Whether :meth:`process` teaches the shared models the batch itself (a worker that also learns, and
+    #: the offline evaluation); a serving-only worker leaves :attr:`BatchResult.lessons` to a learner.
+    learn: bool = True
     _dropped: Counter[str] = field(default_factory=Counter, init=False, repr=False)  # by the batch in progress
 
     def new_state(self) -> MultiInterestState:
@@ -219,9 +225,11 @@ class Recommender:
             )
             for p, items in zip(pending, lists, strict=True)
         ]
-        rewards = self._learn_global(pending, out)
+        lessons, rewards = self._lessons(pending, out)
+        if self.learn:
+            self.shared().learn(lessons)
         return BatchResult(
-            out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards, self._dropped
+            out, {key: state.to_bytes() for key, state in states.items()}, traces, rewards, self._dropped, lessons
         )
 
     def _load(self, store: Mapping[bytes, bytes], key: bytes) -> MultiInterestState:
@@ -505,42 +513,45 @@ class Recommender:
         return fill_explore(exploit, ids, p.policy.explore_share, self.k, self.bandit, rng, context=context)
 
     # --- learning from the batch, after its lists are made --------------------------------
-    def _learn_global(self, pending: Sequence[_Pending], lists: Sequence[Recommendation]) -> list[Reward]:
-        """Teach the shared models the batch; return the rewards it taught."""
-        # The ranker first: its lessons are scored with co-visitation and MF as they were when the
+    def shared(self) -> SharedModels:
+        """The models every list is made with (learned here, or swapped in from a learner's snapshot)."""
+        return SharedModels(self.catalog, self.covisit, self.mf, self.ranker, self.bandit)
+
+    def use(self, models: SharedModels, popularity: F64) -> None:
+        """Serve from ``models`` (loaded from a snapshot) and ``popularity`` from the next batch on."""
+        self.covisit, self.mf, self.ranker, self.bandit = models.covisit, models.mf, models.ranker, models.bandit
+        self.catalog.load_popularity(popularity)
+
+    def _lessons(self, pending: Sequence[_Pending], lists: Sequence[Recommendation]) -> tuple[Lessons, list[Reward]]:
+        """What the batch teaches the shared models, and the rewards among it. The per-user parts are
+        done here: the user's previous candidates (the ranker's lessons) and their shown lists (the
+        bandit's rewards) stay with the worker that serves the user."""
+        # The ranker's lessons first: they are scored with co-visitation and MF as they were when the
         # lists were made, before the batch's own pairs are counted (else the item taken would
         # carry its own engagement in its features).
-        self._learn_ranker(pending)
+        rank_x, rank_valid, rank_taken, rank_event = self._rank_lessons(pending)
         latest_ts = 0.0
-        taught: list[Reward] = []
-        co_recent: list[Rows] = []
-        co_items: list[int] = []
-        co_weights: list[float] = []
-        mf_users: list[str] = []
-        for p, rec in zip(pending, lists, strict=True):
+        rewards: list[tuple[int, Reward]] = []
+        engagements: list[tuple[int, str, str, float, list[str]]] = []
+        for b, (p, rec) in enumerate(zip(pending, lists, strict=True)):
             event = p.event
             latest_ts = max(latest_ts, event.ts)
-            taught.extend(self.feedback.on_engagement(event))
+            rewards += [(b, r) for r in self.feedback.on_engagement(event)]
             weight = engagement_weight(event)
-            self.catalog.record_engagement(event.item_id, weight)
-            if weight > 0 and event.item_id in self.catalog:
-                co_recent.append(self.catalog.rows(p.before.history[-self.covisit.window :]))
-                co_items.append(self.catalog.row(event.item_id))
-                co_weights.append(weight)
-                mf_users.append(event.user_id)
+            if weight > 0:
+                engagements.append((b, event.user_id, event.item_id, weight, p.before.history[-self.covisit.window :]))
             self.feedback.record_impressions(event.user_id, event.event_id, rec.items, p.arm, p.policy.name, event.ts)
-        taught.extend(self.feedback.expire(latest_ts))
-        items = np.array(co_items, np.int64)
-        self.covisit.update_many(co_recent, items, co_weights)
-        self.mf.learn_many(mf_users, items)
-        self._learn_rewards(taught)
-        return taught
+        rewards += [(len(pending) - 1, r) for r in self.feedback.expire(latest_ts)]
+        lessons = Lessons.build(engagements, rank_x, rank_valid, rank_taken, rank_event, rewards)
+        return lessons, [r for _, r in rewards]
 
-    def _learn_ranker(self, pending: Sequence[_Pending]) -> None:
-        """Each engagement with an item of the user's previous list's candidates is a lesson: that list,
-        scored from the user's state before the engagement, with the item taken. Then each event's
-        candidates become its user's previous list (in order: a user's second event in a batch
-        learns from the list of their first)."""
+    def _rank_lessons(
+        self, pending: Sequence[_Pending]
+    ) -> tuple[F32, npt.NDArray[np.bool_], list[int], list[int]]:
+        """Each engagement with an item of the user's previous list's candidates is a lesson: that list's
+        features, scored from the user's state before the engagement, and the position of the item taken.
+        Then each event's candidates become its user's previous list (in order: a user's second event
+        in a batch learns from the list of their first)."""
         lessons: list[tuple[int, Rows, npt.NDArray[np.int8], int]] = []
         for b, p in enumerate(pending):
             event = p.event
@@ -552,7 +563,7 @@ class Recommender:
             if p.pool is not None:
                 self.pools.put(event.user_id, *p.pool)
         if not lessons:
-            return
+            return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), [], []
         width = max(len(rows) for _, rows, _, _ in lessons)
         rows = np.full((len(lessons), width), -1, np.int64)
         sources = np.full((len(lessons), width), -1, np.int8)
@@ -566,15 +577,7 @@ class Recommender:
             states, [p.event.user_id for p in learners], np.array([p.event.ts for p in learners]), rows, sources,
             self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
         )
-        self.ranker.learn_many(features, rows >= 0, np.array([taken for *_, taken in lessons], np.intp))
-
-    def _learn_rewards(self, rewards: Sequence[Reward]) -> None:
-        """Shown items were engaged with (1) or ignored (0): teach the bandit."""
-        known = [r for r in rewards if r.item_id in self.catalog]
-        if known:
-            ids = [r.item_id for r in known]
-            context = self.catalog.vectors[self.catalog.rows(ids)] if self.bandit.contextual else None
-            self.bandit.learn_many(ids, [r.reward for r in known], context)
+        return features, rows >= 0, [taken for *_, taken in lessons], [b for b, *_ in lessons]
 
 
 def event_rng(event_id: str) -> np.random.Generator:

@@ -23,6 +23,7 @@ EncoderKind = Literal["triton", "local"]
 Guarantee = Literal["at_least_once", "exactly_once"]
 IndexKind = Literal["exact", "hnsw"]
 BanditKind = Literal["thompson", "linucb"]
+Role = Literal["serve", "learn", "both"]
 
 
 def default_cache_dir() -> Path:
@@ -108,6 +109,14 @@ class Settings(BaseSettings):
         default=50.0, gt=0, description="Half-life of the interests, in the user's positive events"
     )
     history_size: int = Field(default=50, ge=1, description="Engaged items remembered per user (excluded from lists)")
+    role: Role = Field(
+        default="both", description="What a worker does: serve (lists from the latest snapshot of the shared "
+        "models, lessons to the learner), learn (the shared models from every worker's lessons, snapshots "
+        "published), or both in one process (learns in place; for one worker)",
+    )
+    snapshot_interval_s: float = Field(
+        default=30.0, gt=0, description="How often the learner publishes a snapshot of the shared models"
+    )
     unknown_item_timeout_s: float = Field(
         default=3600.0, gt=0, description="How long (event time) an event's interest update waits in its user's "
         "state for its item's vector (the event itself is handled at once); then it is dropped"

@@ -28,9 +28,8 @@ import numpy.typing as npt
 
 from streams.build import make_interest
 from streams.contracts import RecommendedItem
-from streams.feedback import Reward
 from streams.policies import Policy
-from streams.recommender import ListTrace, Recommender, _Pending, event_rng
+from streams.recommender import F32, ListTrace, Recommender, _Pending, event_rng
 from streams.rerank import TopK
 from streams.retrieval import Catalog
 from streams.retrieval.mf import OnlineMF
@@ -88,11 +87,9 @@ class Baseline(Recommender):
             )
         return lists, []
 
-    def _learn_ranker(self, pending: Sequence[_Pending]) -> None:
+    def _rank_lessons(self, pending: Sequence[_Pending]) -> tuple[F32, npt.NDArray[np.bool_], list[int], list[int]]:
         """No ranker to teach: a baseline ranks without it."""
-
-    def _learn_rewards(self, rewards: Sequence[Reward]) -> None:
-        """No bandit to teach: a baseline never explores."""
+        return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), [], []
 
 
 def make_baseline(kind: str, settings: Settings, catalog: Catalog) -> Baseline:

@@ -41,6 +41,16 @@ class ListwiseRanker:
         #: Lists learned from so far.
         self.lessons = 0
 
+    def state(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The weights, AdaGrad's sums and the lesson count, as arrays."""
+        return {"w": self.w.copy(), "g2": self._g2.copy(), "lessons": np.array([self.lessons], np.int64)}
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        if len(state["w"]) != len(self.features):
+            raise ValueError(f"ranker state has {len(state['w'])} weights, this ranker {len(self.features)} features")
+        self.w, self._g2 = np.array(state["w"], np.float64), np.array(state["g2"], np.float64)
+        self.lessons = int(np.asarray(state["lessons"])[0])
+
     @property
     def weights(self) -> dict[str, float]:
         return dict(zip(self.features, self.w.tolist(), strict=True))

@@ -316,6 +316,17 @@ class Catalog:
             self._pop_scale = 1.0
         self._pop[row] += weight * self._pop_scale
 
+    def load_popularity(self, values: npt.NDArray[np.float64]) -> None:
+        """Take :meth:`popularity` values by row (rows beyond ``values`` start at 0), as from a snapshot."""
+        n = min(len(values), len(self._pop))
+        self._pop = np.zeros_like(self._pop)
+        self._pop[:n] = values[:n]
+        self._pop_scale = 1.0
+
+    def lookup(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """The row of each id, ``-1`` for an id the catalog does not know."""
+        return np.fromiter((self._rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+
     def popularity(self) -> npt.NDArray[np.float64]:
         """Decayed engagement count of every item, by row."""
         return self._pop[: len(self.items)] / self._pop_scale

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -143,6 +143,34 @@ class CoVisitation:
         self._nbr[row, : len(counts)] = list(counts)
         self._w[row, : len(counts)] = list(counts.values())
         self._fill[row] = len(counts)
+
+    def state(self, n_rows: int) -> dict[str, npt.NDArray[np.generic]]:
+        """The counts of rows ``0 .. n_rows - 1`` as arrays (undecayed: the scale is folded in)."""
+        pad = max(0, n_rows - len(self._fill))
+        return {
+            "nbr": np.pad(self._nbr[:n_rows], ((0, pad), (0, 0)), constant_values=-1),
+            "w": np.pad(self._w[:n_rows] / self._scale, ((0, pad), (0, 0))),
+            "fill": np.pad(self._fill[:n_rows], (0, pad)),
+        }
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.generic]], remap: Rows | None, n_rows: int) -> None:
+        """Take the counts of :meth:`state`; ``remap[r]`` is this catalog's row of the state's row ``r``
+        (``-1``: unknown here, its counts dropped), ``None`` when the rows are the same."""
+        nbr, w, fill = (np.asarray(state[k]) for k in ("nbr", "w", "fill"))
+        target = np.arange(len(fill))
+        if remap is not None:
+            nbr = np.where(nbr >= 0, remap[np.maximum(nbr, 0)], -1).astype(np.int32)
+            order = np.argsort(nbr < 0, axis=1, kind="stable")  # each row's known neighbours packed left
+            nbr = np.take_along_axis(nbr, order, axis=1)
+            w = np.where(nbr >= 0, np.take_along_axis(w, order, axis=1), 0.0)
+            fill, known = (nbr >= 0).sum(axis=1), remap >= 0
+            nbr, w, fill, target = nbr[known], w[known], fill[known], remap[known]
+        self._scale = 1.0
+        self._nbr = np.full((0, self._slots), -1, np.int32)
+        self._w = np.zeros((0, self._slots), np.float64)
+        self._fill = np.zeros(0, np.int64)
+        self._grow(max(n_rows, int(target.max()) + 1 if len(target) else 0))
+        self._nbr[target], self._w[target], self._fill[target] = nbr, w, fill
 
     def accumulate(self, recent: Sequence[Rows], n_rows: int) -> CoScores:
         """Per event, every row's co-engagement with that event's last ``window`` items (each counted

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -101,6 +102,42 @@ class OnlineMF:
             self._v[new] = self._rng.normal(0.0, 0.1, (len(new), self.n_factors))
             self._known[new] = True
             self._known_rows.extend(new.tolist())
+
+    def state(self, n_rows: int) -> dict[str, npt.NDArray[np.generic]]:
+        """Users (ids in row order) and their factors, item factors of rows ``0 .. n_rows - 1``, the
+        running mean and the random generator's state, as arrays."""
+        n_users, pad = len(self._users), max(0, n_rows - len(self._v))
+        return {
+            "users": np.array(list(self._users), np.str_) if n_users else np.zeros(0, "<U1"),
+            "u": self._u[:n_users], "ub": self._ub[:n_users],
+            "v": np.pad(self._v[:n_rows], ((0, pad), (0, 0))), "ib": np.pad(self._ib[:n_rows], (0, pad)),
+            "known": np.pad(self._known[:n_rows], (0, pad)),
+            "known_rows": np.array(self._known_rows, np.int64),
+            "mean": np.array([self._mean_n, self._mean], np.float64),
+            "rng": np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8),
+        }
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.generic]], remap: Rows | None, n_rows: int) -> None:
+        """Take the factors of :meth:`state` (``remap`` as :meth:`CoVisitation.load_state`)."""
+        users = np.asarray(state["users"]).tolist()
+        self._users = {u: i for i, u in enumerate(users)}
+        self._u, self._ub = np.array(state["u"], np.float32), np.array(state["ub"], np.float32)
+        v, ib, known = np.asarray(state["v"]), np.asarray(state["ib"]), np.asarray(state["known"], bool)
+        known_rows = np.asarray(state["known_rows"], np.int64)
+        target = np.arange(len(v))
+        if remap is not None:
+            ok = remap >= 0
+            v, ib, known, target = v[ok], ib[ok], known[ok], remap[ok]
+            known_rows = remap[known_rows]
+            known_rows = known_rows[known_rows >= 0]
+        size = max(n_rows, int(target.max()) + 1 if len(target) else 0)
+        self._v, self._ib = np.zeros((size, self.n_factors), np.float32), np.zeros(size, np.float32)
+        self._known = np.zeros(size, bool)
+        self._v[target], self._ib[target], self._known[target] = v, ib, known
+        self._known_rows = known_rows.tolist()
+        mean = np.asarray(state["mean"], np.float64)
+        self._mean_n, self._mean = int(mean[0]), float(mean[1])
+        self._rng.bit_generator.state = json.loads(np.asarray(state["rng"], np.uint8).tobytes())
 
     def learn_many(self, users: Sequence[str], items: Rows, y: npt.ArrayLike = 1.0) -> None:
         """Learn ``(users[i], items[i], y[i])``; each positive also learns ``negatives`` random known items as 0.

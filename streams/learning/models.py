@@ -1,0 +1,92 @@
+"""The models every list is made with and the whole stream teaches: :class:`SharedModels`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.explore import Bandit
+from streams.learning.lessons import Lessons
+from streams.ranking import ListwiseRanker
+from streams.retrieval import Catalog
+from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.mf import OnlineMF
+
+Arrays = dict[str, npt.NDArray[np.generic]]
+
+
+@dataclass
+class SharedModels:
+    """Popularity (kept in the catalog), co-visitation, MF, the ranker and the bandit.
+
+    :meth:`learn` folds a batch's :class:`Lessons` in, by item id against this process's catalog (an
+    item it does not know yet is left out of co-visitation and MF, as a serving worker leaves out an
+    event it cannot use). :meth:`state` and :meth:`load_state` turn the models into named arrays and back,
+    rows named by item id, so a worker whose catalog numbers the items otherwise loads them too.
+    """
+
+    catalog: Catalog
+    covisit: CoVisitation
+    mf: OnlineMF
+    ranker: ListwiseRanker
+    bandit: Bandit
+
+    def learn(self, lessons: Lessons) -> None:
+        """Fold ``lessons`` in, in the order one process learning a batch always has: the ranker (its
+        features were taken before the batch), popularity, co-visitation, MF, the bandit."""
+        catalog = self.catalog
+        self.ranker.learn_many(lessons.rank_x, lessons.rank_valid, lessons.rank_taken)
+        items, weights = lessons.items.tolist(), lessons.weights
+        for item, weight in zip(items, weights.tolist(), strict=True):
+            catalog.record_engagement(item, weight)
+        known = [i for i, item in enumerate(items) if item in catalog]
+        recent = lessons.recent_lists()
+        rows = catalog.rows([items[i] for i in known])
+        self.covisit.update_many([catalog.rows(recent[i]) for i in known], rows, weights[known])
+        self.mf.learn_many([str(lessons.users[i]) for i in known], rows)
+        arms = lessons.reward_items.tolist()
+        learnt = [i for i, arm in enumerate(arms) if arm in catalog]
+        if learnt:
+            ids = [arms[i] for i in learnt]
+            context = catalog.vectors[catalog.rows(ids)] if self.bandit.contextual else None
+            self.bandit.learn_many(ids, lessons.reward_values[learnt].tolist(), context)
+
+    def state(self) -> Arrays:
+        """Every model as named arrays; ``items`` names the rows (this catalog's ids, in row order)."""
+        n = len(self.catalog)
+        out: Arrays = {"items": np.array(self.catalog.ids(np.arange(n)), np.str_) if n else np.zeros(0, "<U1")}
+        out["popularity"] = self.catalog.popularity().copy()
+        out.update(prefixed("covisit", self.covisit.state(n)))
+        out.update(prefixed("mf", self.mf.state(n)))
+        out.update(prefixed("ranker", self.ranker.state()))
+        out["bandit"] = np.frombuffer(self.bandit.to_bytes(), np.uint8)
+        return out
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.generic]]) -> npt.NDArray[np.float64]:
+        """Load ``state`` into these models (fresh ones, not serving yet) and return the popularity by this
+        catalog's rows, for :meth:`Recommender.use` to swap in with them."""
+        items = np.asarray(state["items"]).tolist()
+        n = len(self.catalog)
+        remap = None if self.catalog.ids(np.arange(min(n, len(items)))) == items else self.catalog.lookup(items)
+        self.covisit.load_state(unprefixed("covisit", state), remap, n)
+        self.mf.load_state(unprefixed("mf", state), remap, n)
+        self.ranker.load_state(unprefixed("ranker", state))
+        self.bandit = type(self.bandit).from_bytes(np.asarray(state["bandit"], np.uint8).tobytes())
+        values = np.asarray(state["popularity"], np.float64)
+        if remap is None:
+            return values
+        popularity = np.zeros(n, np.float64)
+        popularity[remap[remap >= 0]] = values[remap >= 0]
+        return popularity
+
+
+def prefixed(prefix: str, arrays: Mapping[str, npt.NDArray[np.generic]]) -> Arrays:
+    return {f"{prefix}.{name}": value for name, value in arrays.items()}
+
+
+def unprefixed(prefix: str, arrays: Mapping[str, npt.NDArray[np.generic]]) -> Arrays:
+    start = f"{prefix}."
+    return {name[len(start) :]: value for name, value in arrays.items() if name.startswith(start)}

@@ -1,0 +1,140 @@
+"""The shared models apart from serving: lessons, snapshots and the swap give the lists one process gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streams.build import build_recommender, build_shared_models
+from streams.contracts import Event, Recommendation
+from streams.learning import Lessons, SharedModels
+from streams.learning.snapshot import Assembler, Snapshot, chunk_keys, decode, encode, to_chunks
+from streams.recommender import Recommender
+from streams.retrieval import Catalog, CatalogItem
+from streams.settings import Settings
+from streams.testing import run_batch, unit_rows
+
+SETTINGS = Settings(k=10, policy="dpp_explore", candidates="similar=20,covisited=10,collaborative=10,trending=5,fresh=5")
+
+
+def catalog(n: int = 60, order: list[int] | None = None) -> Catalog:
+    vectors = unit_rows(np.random.default_rng(0), n, 16)
+    rows = order or list(range(n))
+    c = Catalog(16)
+    c.upsert([CatalogItem(f"i{i}", f"t{i}", (f"g{i % 5}",), created_at=float(i)) for i in rows], vectors[rows])
+    return c
+
+
+def stream(n_batches: int = 12, size: int = 20) -> list[list[tuple[bytes, Event]]]:
+    rng = np.random.default_rng(1)
+    batches = []
+    for b in range(n_batches):
+        batch = []
+        for j in range(size):
+            user = f"u{rng.integers(12)}"
+            item = f"i{int(rng.zipf(1.3)) % 60}"
+            event = Event(event_id=f"e{b}-{j}", user_id=user, item_id=item, type="click", ts=1000.0 + 20 * b + j)
+            batch.append((user.encode(), event))
+        batches.append(batch)
+    return batches
+
+
+def recommender(settings: Settings = SETTINGS, order: list[int] | None = None) -> Recommender:
+    return build_recommender(settings, catalog(order=order))
+
+
+def items_of(lists: list[Recommendation]) -> list[list[tuple[str, float]]]:
+    return [[(i.item_id, round(i.score, 9)) for i in rec.items] for rec in lists]
+
+
+def test_a_serving_worker_fed_each_snapshot_makes_the_lists_one_learning_process_makes() -> None:
+    # One process learns in place; a serving worker ships its lessons (as bytes) to a learner with a
+    # catalog of its own, and loads the learner's snapshot after every batch.
+    both = recommender()
+    serve = recommender(SETTINGS.model_copy(update={"role": "serve"}))
+    learner = build_shared_models(SETTINGS, catalog())
+    assert not serve.learn
+    store_both: dict[bytes, bytes] = {}
+    store_serve: dict[bytes, bytes] = {}
+    for batch in stream():
+        expected = run_batch(both, batch, store_both)
+        got = run_batch(serve, batch, store_serve)
+        assert items_of(got.lists) == items_of(expected.lists)
+        assert got.lessons is not None and len(got.lessons)
+        learner.learn(Lessons.from_bytes(got.lessons.to_bytes()))
+        fresh = build_shared_models(SETTINGS, serve.catalog)
+        serve.use(fresh, fresh.load_state(decode(encode(snapshot_of(learner))).arrays))
+    assert_same_state(serve.shared(), both.shared())
+    assert both.ranker.lessons > 0 and both.covisit.n_neighbours(both.catalog.row("i1")) > 0
+
+
+def snapshot_of(models: SharedModels, version: int = 1) -> Snapshot:
+    return Snapshot(version, 0.0, {}, {}, 0, models.state())
+
+
+def assert_same_state(a: SharedModels, b: SharedModels) -> None:
+    sa, sb = a.state(), b.state()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert sa[name].tobytes() == sb[name].tobytes(), name
+
+
+def test_a_restored_snapshot_is_byte_equal_and_learns_on_as_the_original() -> None:
+    rec = recommender()
+    store: dict[bytes, bytes] = {}
+    batches = stream()
+    for batch in batches[:6]:
+        run_batch(rec, batch, store)
+    saved = encode(snapshot_of(rec.shared()))
+    restored = build_shared_models(SETTINGS, rec.catalog)
+    popularity = restored.load_state(decode(saved).arrays)
+    assert popularity.tobytes() == rec.catalog.popularity().tobytes()
+    assert encode(snapshot_of(restored)) == saved
+
+
+def test_a_worker_whose_catalog_numbers_items_otherwise_loads_the_same_models_by_item_id() -> None:
+    rec = recommender()
+    store: dict[bytes, bytes] = {}
+    for batch in stream()[:6]:
+        run_batch(rec, batch, store)
+    other = catalog(order=list(range(59, -1, -1)))  # the same items, rows reversed, one unknown here
+    models = build_shared_models(SETTINGS, other)
+    popularity = models.load_state(rec.shared().state())
+    for item in ("i1", "i2", "i7"):
+        assert popularity[other.row(item)] == pytest.approx(rec.catalog.popularity()[rec.catalog.row(item)])
+    mine = rec.catalog.rows(["i1", "i2", "i3"])
+    theirs = other.rows(["i1", "i2", "i3"])
+    assert models.covisit.score(theirs[:1], theirs[1:]).tolist() == rec.covisit.score(mine[:1], mine[1:]).tolist()
+    assert models.mf.scores(["u1"], theirs[None, :]).tolist() == rec.mf.scores(["u1"], mine[None, :]).tolist()
+
+
+def test_lessons_split_by_event_keep_every_lesson_once() -> None:
+    rec = recommender()
+    store: dict[bytes, bytes] = {}
+    results = [run_batch(rec, batch, store) for batch in stream()[:4]]
+    lessons = results[-1].lessons
+    assert lessons is not None
+    halves = [lessons.take(np.arange(0, 10)), lessons.take(np.arange(10, 20))]
+    assert sum(len(h) for h in halves) == len(lessons)
+    assert sum(len(h.recent) for h in halves) == len(lessons.recent)
+    assert [r for h in halves for r in h.recent_lists()] == lessons.recent_lists()
+
+
+def test_the_reader_takes_only_a_whole_snapshot_whose_checksum_matches() -> None:
+    old, new = (encode(Snapshot(v, 0.0, {0: v}, {}, v, {"x": np.arange(50.0) * v})) for v in (1, 2))
+    reader = Assembler()
+    for key, value in to_chunks(old, 1, max_bytes=300):
+        reader.add(key, value)
+    partial = to_chunks(new, 2, max_bytes=300)
+    for key, value in partial[:-1]:  # the learner died before its last chunk
+        reader.add(key, value)
+    whole = reader.latest()
+    assert whole is not None and whole[0] == 1 and decode(whole[1]).offsets == {0: 1}
+    key, value = partial[-1]
+    reader.add(key, value[:-1] + bytes([value[-1] ^ 1]))  # a flipped bit
+    assert reader.latest() == whole and reader.refused == len(partial)
+    again = Assembler()
+    for key, value in [*partial, *((k, None) for k in chunk_keys(1, 1))]:  # v1 tombstoned after v2
+        again.add(key, value)
+    latest = again.latest()
+    assert latest is not None and latest[0] == 2 and decode(latest[1]).arrays["x"][1] == 2.0
