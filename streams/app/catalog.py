@@ -86,8 +86,8 @@ class CatalogLoader:
         )
         await consumer.start()
         try:
-            parts = await self._partitions(consumer, vectors)
-            items = await self._partitions(consumer, self.settings.topic_items)
+            parts = await topic_partitions(consumer, vectors)
+            items = await topic_partitions(consumer, self.settings.topic_items)
             consumer.assign(parts + items)
             await consumer.seek_to_beginning(*parts, *items)
             self._consumer, self._items_read = consumer, dict.fromkeys(items, 0)
@@ -163,16 +163,6 @@ class CatalogLoader:
         else:
             self.catalog.retire([item_id])
 
-    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        # The topic is declared by the app at start; metadata can lag behind for a moment.
-        for _ in range(600):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            await faust_internals.force_metadata_update(consumer)
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic!r} does not exist")
-
     def load(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
         """Apply these ``<items>-vectors`` records ``(key, value)`` in order: add or replace each item and
         its vector; whether it may be listed follows its newest record on ``items`` once that was read
@@ -203,3 +193,14 @@ class CatalogLoader:
     def _upsert(self, items: list[CatalogItem], vectors: list[np.ndarray[Any, np.dtype[np.float32]]]) -> None:
         if items:
             self.catalog.upsert(items, np.stack(vectors))
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``; the app declares its topics at start and metadata can lag behind a moment."""
+    for _ in range(600):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        await faust_internals.force_metadata_update(consumer)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic!r} does not exist")

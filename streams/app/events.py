@@ -15,6 +15,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+import numpy as np
 from aiokafka import TopicPartition
 
 from streams.app.batch import Outbox, Record
@@ -23,6 +24,7 @@ from streams.app.dead_letters import DeadLetters, ProcessingError
 from streams.app.guarantee.states import UserStates
 from streams.app.stamps import Unstamped, stamp, unstamp
 from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
+from streams.learning.lessons import to_record
 from streams.metrics import ListProbe, Metrics
 from streams.recommender import BatchResult
 
@@ -71,6 +73,8 @@ class EventsHandler:
         probe: ListProbe,
         recommendations_topic: str,
         changelog_topic: str,
+        lessons_topic: str | None = None,
+        models_ready: asyncio.Event | None = None,
     ) -> None:
         self.recommender = recommender
         self.states = states
@@ -80,9 +84,15 @@ class EventsHandler:
         self.probe = probe
         self.recommendations_topic = recommendations_topic
         self.changelog_topic = changelog_topic
+        #: Where a serving-only worker sends what each batch teaches the shared models (None: it learns itself).
+        self.lessons_topic = lessons_topic
+        #: Set once the newest snapshot of the shared models is loaded (a serving-only worker waits for it).
+        self.models_ready = models_ready
 
     async def __call__(self, batch: Sequence[Record]) -> Outbox:
         await self.loader.ready.wait()
+        if self.models_ready is not None:
+            await self.models_ready.wait()
         out = Outbox()
         taken = await self.take(batch, out)
         if taken.replayed:
@@ -165,6 +175,9 @@ class EventsHandler:
         for i, rec in enumerate(records):
             by_tp.setdefault(rec.tp, []).append(i)
         for n, (tp, mine) in enumerate(by_tp.items()):
+            if self.lessons_topic and result.lessons is not None:  # one record per partition: its transaction's
+                lessons = to_record(result.lessons.take(np.array(mine)), tp.partition, records[mine[-1]].offset + 1)
+                out.add(tp, self.lessons_topic, str(tp.partition).encode(), lessons)
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))

@@ -7,6 +7,11 @@ Data flow::
     events --(events agent, keyed by user_id)--> user-state store --> recommendations
     anything unusable --> dead-letter topic, with its reason and original bytes
 
+    with --role serve and one --role learn process:
+    events agent --(what each batch teaches the shared models)--> <app>-learning
+    <app>-learning --(learner, every partition)--> shared models --(snapshots)--> <app>-models (compacted)
+    <app>-models --(snapshot follower in every serving worker)--> swapped in between batches
+
 The encoder runs once per item version wherever the items partition lives, and every
 worker still sees the whole catalog, so events can be spread over any number of workers.
 This module is wiring only: a batch's logic is in :mod:`streams.app.items` and
@@ -15,7 +20,9 @@ This module is wiring only: a batch's logic is in :mod:`streams.app.items` and
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -29,9 +36,12 @@ from streams.app.events import EventsHandler
 from streams.app.guarantee import declare_guarantee
 from streams.app.input import Input
 from streams.app.items import ItemsHandler, make_encoder
+from streams.app.learner import Learner
 from streams.app.observability import serve_metrics
-from streams.build import build_recommender, make_catalog
+from streams.app.snapshots import SnapshotFollower
+from streams.build import build_recommender, build_shared_models, make_catalog
 from streams.contracts import vectors_topic_name
+from streams.contracts.topics import lessons_topic_name, models_topic_name
 from streams.metrics import InstrumentedEncoder, ListProbe, Metrics
 from streams.security import KafkaConnection
 from streams.settings import Settings
@@ -40,6 +50,8 @@ from streams.settings import Settings
 def create_app(settings: Settings | None = None) -> faust.App:
     """Build the streamrec Faust app from settings (one app per worker process)."""
     s = settings or Settings()
+    if s.role == "learn":
+        return create_learner_app(s)
     kafka = KafkaConnection.from_settings(s)
     app = faust_app(s, kafka)
     topic = functools.partial(raw_topic, app, partitions=s.partitions)
@@ -47,6 +59,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     items_topic, events_topic = topic(s.topic_items, compacting=True, acks=False), topic(s.topic_events, acks=False)
     vectors_topic = topic(vectors_topic_name(s), compacting=True)
     outputs = [vectors_topic, topic(s.topic_recommendations), topic(s.topic_dead_letter)]
+    serving_only = s.role == "serve"
+    if serving_only:
+        outputs += [topic(lessons_topic_name(s)), models_topic(app, s)]
     guarantee = declare_guarantee(app, s, kafka, outputs)
     app.on_before_shutdown.connect(guarantee.on_shutdown)
 
@@ -62,8 +77,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # The encoder is created on first use, inside the worker's event loop.
     encoder = functools.cache(lambda: InstrumentedEncoder(make_encoder(s), metrics, s.encoder))
     embed = ItemsHandler(encoder, dead_letters, vectors_topic_name(s))
+    follower = None
+    if serving_only:
+        follower = SnapshotFollower(
+            s, models_topic_name(s), loader, recommender, lambda: build_shared_models(s, catalog), metrics,
+            lambda: {tp.partition: offset for tp, offset in events_input.next.items()},
+        )
     recommend = EventsHandler(recommender, guarantee.states, loader, dead_letters, metrics, ListProbe(catalog, metrics),
-                              s.topic_recommendations, guarantee.changelog)
+                              s.topic_recommendations, guarantee.changelog,
+                              lessons_topic_name(s) if serving_only else None, follower.ready if follower else None)
     items_input, events_input = (
         Input(app, guarantee, guarantee.reader(), work, app.conf.broker_commit_interval, metrics.input_holes_read)
         for work in (embed, recommend)
@@ -72,6 +94,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def load_catalog() -> None:
         for output in outputs:
             await output.maybe_declare()
+        if follower is not None:
+            await follower.announced.wait()  # the snapshot's items numbered first: it loads as it is
         await loader.run()
 
     async def embed_items(stream: StreamT[bytes]) -> None:
@@ -85,23 +109,70 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await agent_input.commit()
 
     def status() -> dict[str, Any]:
-        return {**catalog_status(loader), "users": len(guarantee.states)}
+        models: dict[str, Any] = {"role": s.role}
+        if follower is not None:
+            snap = follower.serving
+            models |= {"snapshot": snap.version if snap else None, "snapshot_age_s": round(follower.age_s(), 1),
+                       "events_behind": follower.events_behind(), "restored": follower.restored}
+        return {**catalog_status(loader), "users": len(guarantee.states), "models": models}
+
+    # 503 until every item on the items topic has its vector (and, serving only, the snapshot is loaded)
+    status_pages(app, status, lambda: loader.caught_up and (follower is None or follower.ready.is_set()))
+    app.task(load_catalog)
+    if follower is not None:
+        app.task(follower.run)
+    app.agent(items_topic, name="embed_items")(embed_items)
+    app.agent(events_topic, name="recommend")(recommend_events)
+    app.timer(app.conf.broker_commit_interval)(commit_handled)
+    return app
+
+
+def create_learner_app(s: Settings) -> faust.App:
+    """The learner role's app: the catalog (item ids and vectors) and :class:`Learner`, no agents; its own
+    Faust app id (``<app>-learner``), so it never joins the serving workers' group."""
+    kafka = KafkaConnection.from_settings(s)
+    app = faust_app(s.model_copy(update={"app_id": f"{s.app_id}-learner"}), kafka)
+    catalog = make_catalog(s, EMBEDDING_DIM)
+    metrics = Metrics()
+    serve_metrics(app, s, metrics)
+    loader = CatalogLoader(s, catalog)
+    metrics.track_catalog(lambda: catalog_status(loader))
+    learner = Learner(s, lessons_topic_name(s), models_topic_name(s), loader, build_shared_models(s, catalog), metrics)
+    topics = [raw_topic(app, lessons_topic_name(s), partitions=s.partitions), models_topic(app, s),
+              raw_topic(app, vectors_topic_name(s), partitions=s.partitions, compacting=True)]
+
+    async def learn() -> None:
+        for declared in topics:
+            await declared.maybe_declare()
+        await asyncio.gather(load_catalog(), learner.run())
+
+    async def load_catalog() -> None:
+        await learner.announced.wait()  # the snapshot's items numbered first: it loads as it is
+        await loader.run()
+
+    status_pages(app, lambda: {**catalog_status(loader), "models": learner.status()}, learner.ready.is_set)
+    app.task(learn)
+    return app
+
+
+def models_topic(app: faust.App, s: Settings) -> faust.TopicT:
+    """The snapshots' topic: compacted, one partition (a snapshot's chunks stay in order)."""
+    return raw_topic(app, models_topic_name(s), partitions=1, compacting=True)
+
+
+def status_pages(app: faust.App, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]) -> None:
+    """``/streamrec/status/`` (``status()`` as JSON) and ``/streamrec/ready/`` (the same, 503 until ``ready()``)."""
 
     class Status(View):
         async def get(self, request: Request) -> Response:
             return self.json(status())
 
-    class Ready(View):  # 503 until every item on the items topic has its vector
+    class Ready(View):
         async def get(self, request: Request) -> Response:
-            return self.json(status(), status=200 if loader.caught_up else 503)
+            return self.json(status(), status=200 if ready() else 503)
 
-    app.task(load_catalog)
-    app.agent(items_topic, name="embed_items")(embed_items)
-    app.agent(events_topic, name="recommend")(recommend_events)
-    app.timer(app.conf.broker_commit_interval)(commit_handled)
     app.page("/streamrec/status/")(Status)
     app.page("/streamrec/ready/")(Ready)
-    return app
 
 
 def faust_app(s: Settings, kafka: KafkaConnection) -> faust.App:

@@ -16,7 +16,13 @@ app.command()(evaluate.evaluate)
 
 
 @app.command()
-def worker(loglevel: str = typer.Option("info", help="Faust log level")) -> None:
+def worker(
+    loglevel: str = typer.Option("info", help="Faust log level"),
+    role: str = typer.Option(
+        "", help="serve, learn or both (default: STREAMREC_ROLE, else both): serving workers make the lists "
+        "from the learner's snapshots, one learner learns the shared models from all of them"
+    ),
+) -> None:
     """Run one streaming worker, configured by STREAMREC_* environment variables."""
     import faust
     from threadpoolctl import threadpool_limits
@@ -28,7 +34,7 @@ def worker(loglevel: str = typer.Option("info", help="Faust log level")) -> None
     # spinning beside the event loop, the broker and the encoder cost more than they give.
     # Scale out with more workers (and partitions) instead.
     threadpool_limits(1)
-    settings = Settings()
+    settings = Settings(**({"role": role} if role else {}))  # type: ignore[arg-type]  # pydantic checks the value
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=loglevel.upper())
     faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()

@@ -6,6 +6,7 @@ import uuid
 
 from streams.app.admin import acreate_topics
 from streams.contracts import vectors_topic_name
+from streams.contracts.topics import lessons_topic_name, models_topic_name
 from streams.security import KafkaConnection
 from streams.settings import Settings
 
@@ -13,9 +14,12 @@ from streams.settings import Settings
 async def create_app_topics(settings: Settings, *extra: str) -> None:
     """Every topic of ``settings``' app, and ``extra`` ones, with its partition count; the catalog topics compacted."""
     compacted = {settings.topic_items, vectors_topic_name(settings)}
-    names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter, *extra]
+    names = [*compacted, settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter,
+             lessons_topic_name(settings), *extra]
     kafka = KafkaConnection.from_settings(settings)
-    await acreate_topics(kafka, dict.fromkeys(names, settings.partitions), compacted=compacted)
+    models = models_topic_name(settings)  # one partition: a snapshot's chunks in order
+    partitions = {**dict.fromkeys(names, settings.partitions), models: 1}
+    await acreate_topics(kafka, partitions, compacted={*compacted, models})
 
 
 def run_names(prefix: str, run_id: str | None = None) -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -12,6 +14,8 @@ import numpy.typing as npt
 
 from streams.feedback import Reward
 
+#: A lessons record's head: the events partition it answers and the offset after its last event.
+_HEAD = struct.Struct(">iq")
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
@@ -118,3 +122,23 @@ class Lessons:
     def from_bytes(cls, raw: bytes) -> Lessons:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             return cls(**{f.name: npz[f.name] for f in fields(cls)})
+
+
+def to_record(lessons: Lessons, partition: int, next_offset: int) -> bytes:
+    """The learning topic's value for ``lessons`` of events partition ``partition`` up to ``next_offset``.
+
+    >>> partition, offset, back = from_record(to_record(Lessons.build([], np.zeros((0, 0, 1), np.float32),
+    ...     np.zeros((0, 0), bool), [], [], []), 3, 120))
+    >>> partition, offset, len(back)
+    (3, 120, 0)
+    """
+    return _HEAD.pack(partition, next_offset) + lessons.to_bytes()
+
+
+def from_record(raw: bytes) -> tuple[int, int, Lessons]:
+    """``(events partition, next offset, lessons)`` of a learning topic value; ``ValueError`` if unreadable."""
+    try:
+        partition, next_offset = _HEAD.unpack_from(raw)
+        return partition, next_offset, Lessons.from_bytes(raw[_HEAD.size :])
+    except (struct.error, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"unreadable lessons record: {exc!r}") from exc

@@ -11,7 +11,7 @@ import numpy.typing as npt
 from streams.explore import Bandit
 from streams.learning.lessons import Lessons
 from streams.ranking import ListwiseRanker
-from streams.retrieval import Catalog
+from streams.retrieval import Catalog, CatalogItem
 from streams.retrieval.covisit import CoVisitation
 from streams.retrieval.mf import OnlineMF
 
@@ -65,21 +65,34 @@ class SharedModels:
         out["bandit"] = np.frombuffer(self.bandit.to_bytes(), np.uint8)
         return out
 
-    def load_state(self, state: Mapping[str, npt.NDArray[np.generic]]) -> npt.NDArray[np.float64]:
+    def announce(self, items: npt.NDArray[np.generic]) -> None:
+        """Give a state's ``items`` rows in its order, before the catalog loads (an empty catalog then numbers
+        them as the state does, and the state loads as it is); the catalog fills them in as they arrive."""
+        self.catalog.announce([CatalogItem(item, item) for item in np.asarray(items).tolist()])
+
+    def remap(self, items: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.int64] | None, int]:
+        """This catalog's row of each of a state's ``items`` (``None``: the same rows), and its size now.
+        Reads the catalog: hold its lock."""
+        ids, n = np.asarray(items).tolist(), len(self.catalog)
+        return (None if self.catalog.ids(np.arange(min(n, len(ids)))) == ids else self.catalog.lookup(ids)), n
+
+    def load_state(
+        self, state: Mapping[str, npt.NDArray[np.generic]],
+        remap: tuple[npt.NDArray[np.int64] | None, int] | None = None,
+    ) -> npt.NDArray[np.float64]:
         """Load ``state`` into these models (fresh ones, not serving yet) and return the popularity by this
-        catalog's rows, for :meth:`Recommender.use` to swap in with them."""
-        items = np.asarray(state["items"]).tolist()
-        n = len(self.catalog)
-        remap = None if self.catalog.ids(np.arange(min(n, len(items)))) == items else self.catalog.lookup(items)
-        self.covisit.load_state(unprefixed("covisit", state), remap, n)
-        self.mf.load_state(unprefixed("mf", state), remap, n)
+        catalog's rows, for :meth:`Recommender.use` to swap in with them. ``remap`` is :meth:`remap` of
+        the state's items (taken here when not given: the catalog must not change meanwhile)."""
+        rows, n = remap or self.remap(state["items"])
+        self.covisit.load_state(unprefixed("covisit", state), rows, n)
+        self.mf.load_state(unprefixed("mf", state), rows, n)
         self.ranker.load_state(unprefixed("ranker", state))
         self.bandit = type(self.bandit).from_bytes(np.asarray(state["bandit"], np.uint8).tobytes())
         values = np.asarray(state["popularity"], np.float64)
-        if remap is None:
+        if rows is None:
             return values
         popularity = np.zeros(n, np.float64)
-        popularity[remap[remap >= 0]] = values[remap >= 0]
+        popularity[rows[rows >= 0]] = values[rows >= 0]
         return popularity
 
 

@@ -44,6 +44,13 @@ class Snapshot:
     #: Lessons records folded in since the learner started from nothing.
     records: int
     arrays: dict[str, npt.NDArray[np.generic]] = field(repr=False)
+    #: Bytes encoded (set when decoded).
+    size: int = 0
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks of :data:`MAX_CHUNK_BYTES` it took on the topic."""
+        return max(1, -(-self.size // MAX_CHUNK_BYTES))
 
 
 def encode(snap: Snapshot) -> bytes:
@@ -62,8 +69,18 @@ def decode(raw: bytes) -> Snapshot:
     meta = json.loads(arrays.pop("meta").tobytes())
     return Snapshot(
         int(meta["version"]), float(meta["created_at"]), {int(k): int(v) for k, v in meta["offsets"].items()},
-        {int(k): int(v) for k, v in meta["events"].items()}, int(meta["records"]), arrays,
+        {int(k): int(v) for k, v in meta["events"].items()}, int(meta["records"]), arrays, len(raw),
     )
+
+
+def digest(arrays: dict[str, npt.NDArray[np.generic]]) -> str:
+    """SHA-256 of named arrays (names, dtypes, shapes and bytes): equal digests, byte-equal models."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def chunk_key(version: int, index: int) -> bytes:

@@ -150,6 +150,30 @@ class Metrics:
         self.user_states = gauge(
             "streamrec_user_state_table_size", "User states in this worker's partitions of the table"
         )
+        self.snapshot_age = gauge(
+            "streamrec_models_snapshot_age_seconds",
+            "Seconds since the learner made the snapshot of the shared models this worker serves "
+            "(0 when it learns itself)",
+        )
+        self.events_behind = gauge(
+            "streamrec_models_events_behind",
+            "Events this worker handled whose lessons the snapshot it serves does not include yet",
+        )
+        self.snapshot_version = gauge(
+            "streamrec_models_snapshot_version",
+            "Version of the snapshot served (a serving worker) or last published (the learner)",
+        )
+        self.snapshots = counter(
+            "streamrec_models_snapshots_total", "Snapshots of the shared models published or loaded", ["role"]
+        )
+        self.snapshot_bytes = gauge("streamrec_models_snapshot_bytes", "Size of the last snapshot published or loaded")
+        self.learner_records = counter(
+            "streamrec_learner_records_total",
+            "Lessons records (one per events partition and batch) the learner folded in",
+        )
+        self.learner_lag = gauge(
+            "streamrec_learner_lag_records", "Lessons records on the learning topic the learner has not folded in yet"
+        )
         self.recommended_items = gauge(
             "streamrec_recommended_distinct_items",
             f"Distinct items in the lists this worker produced in the last {coverage_window_s:g} s "
@@ -166,6 +190,8 @@ class Metrics:
             self.dead_letters.labels(reason)
         for reason in ("timeout", "bound"):
             self.dropped_updates.labels(reason)
+        for role in ("published", "loaded"):
+            self.snapshots.labels(role)
 
     def prepare(self, *, policies: Iterable[str], encoder: str) -> None:
         """Export the series of this worker's policies and encoder at 0, before anything happens."""
@@ -185,6 +211,17 @@ class Metrics:
         for gauge, key in ((self.items_on_topic, "items_on_topic"), (self.items_waiting, "items_waiting"),
                            (self.oldest_wait, "oldest_wait_s"), (self.items_retired, "items_retired")):
             gauge.set_function(functools.partial(lambda k: float(status()[k]), key))
+
+    def track_models(self, age_s: Callable[[], float], events_behind: Callable[[], float]) -> None:
+        """Read how stale the served snapshot is when scraped."""
+        self.snapshot_age.set_function(age_s)
+        self.events_behind.set_function(events_behind)
+
+    def snapshot(self, role: str, version: int, size: int) -> None:
+        """A snapshot was ``published`` (the learner) or ``loaded`` (a serving worker)."""
+        self.snapshots.labels(role).inc()
+        self.snapshot_version.set(version)
+        self.snapshot_bytes.set(size)
 
     # --- recording ---------------------------------------------------------------------------
 

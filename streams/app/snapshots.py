@@ -1,0 +1,120 @@
+"""A serving worker's side of the learner: the models topic followed, each whole snapshot loaded off the
+event loop and swapped in between two batches (partitions are never paused for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.app.catalog import CatalogLoader
+from streams.learning import SharedModels
+from streams.learning.snapshot import Assembler, Snapshot, decode, digest
+from streams.metrics import Metrics
+from streams.recommender import Recommender
+from streams.security import KafkaConnection
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def read_models(consumer: AIOKafkaConsumer, tp: TopicPartition, assembler: Assembler) -> Snapshot | None:
+    """Feed ``assembler`` every record of the models partition ``tp`` (assigned) up to its end now; the
+    newest whole snapshot, decoded, if there is one."""
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    while await consumer.position(tp) < end:
+        for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+            assembler.add(record.key, record.value)
+    latest = assembler.latest()
+    return None if latest is None else await asyncio.to_thread(decode, latest[1])
+
+
+class SnapshotFollower:
+    """Loads the newest snapshot before the worker serves (:attr:`ready`), then each newer one as it
+    completes on the topic. ``events_handled`` gives, per events partition, the offset after the last
+    event this worker handled: what the staleness in events is measured against."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        loader: CatalogLoader,
+        recommender: Recommender,
+        make_models: Callable[[], SharedModels],
+        metrics: Metrics,
+        events_handled: Callable[[], Mapping[int, int]],
+    ) -> None:
+        self.settings, self.topic, self.loader = settings, topic, loader
+        self.recommender, self.make_models, self.metrics = recommender, make_models, metrics
+        self.events_handled = events_handled
+        #: Set once the newest snapshot's items have catalog rows in its order: the catalog may load then.
+        self.announced = asyncio.Event()
+        self.ready = asyncio.Event()
+        #: The first snapshot loaded, and whether the models came back byte-equal to it.
+        self.restored: dict[str, Any] | None = None
+        #: The snapshot served (its arrays dropped once loaded), None before the first.
+        self.serving: Snapshot | None = None
+        self._started = time.time()
+        metrics.track_models(self.age_s, self.events_behind)
+
+    def age_s(self) -> float:
+        """Seconds since the served snapshot was made (since this worker started, before the first one)."""
+        return time.time() - (self.serving.created_at if self.serving else self._started)
+
+    def events_behind(self) -> float:
+        done = self.serving.events if self.serving else {}
+        return float(sum(max(0, offset - done.get(p, 0)) for p, offset in self.events_handled().items()))
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **KafkaConnection.from_settings(self.settings).aiokafka(), enable_auto_commit=False, group_id=None,
+            max_partition_fetch_bytes=4 << 20,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            assembler = Assembler()
+            newest = await read_models(consumer, tp, assembler)
+            if newest is not None:
+                async with self.loader.lock:
+                    self.make_models().announce(newest.arrays["items"])
+            self.announced.set()
+            await self.loader.ready.wait()
+            await self._take(assembler)
+            if newest is not None and self.serving is not None and self.serving.version == newest.version:
+                async with self.loader.lock:
+                    equal = digest(self.recommender.shared().state()) == digest(newest.arrays)
+                self.restored = {"version": newest.version, "byte_equal": equal}
+            self.ready.set()
+            while True:
+                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    assembler.add(record.key, record.value)
+                await self._take(assembler)
+        finally:
+            self.announced.set()  # a stopping worker must not hang the catalog or a batch waiting for it
+            self.ready.set()
+            await consumer.stop()
+
+    async def _take(self, assembler: Assembler) -> None:
+        latest = assembler.latest()
+        if latest is None or (self.serving is not None and latest[0] <= self.serving.version):
+            return
+        version, payload = latest
+        started = time.perf_counter()
+        snap = await asyncio.to_thread(decode, payload)
+        models = self.make_models()
+        async with self.loader.lock:  # the catalog's rows, read while no upsert runs
+            remap = models.remap(snap.arrays["items"])
+        popularity = await asyncio.to_thread(models.load_state, snap.arrays, remap)
+        async with self.loader.lock:  # between two batches
+            self.recommender.use(models, popularity)
+        self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
+        self.metrics.snapshot("loaded", version, len(payload))
+        log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", version,
+                 len(payload) / 1e6, snap.records, time.perf_counter() - started)
