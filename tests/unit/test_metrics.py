@@ -18,7 +18,7 @@ from streams.settings import Settings
 from tests.unit import test_layering
 
 #: Every label name the worker's own metrics may carry: all of them bounded by code or settings.
-BOUNDED_LABELS = {"type", "policy", "arm", "source", "reranker", "reason", "encoder", "partition", "le"}
+BOUNDED_LABELS = {"type", "policy", "arm", "source", "reranker", "reason", "encoder", "partition", "le", "role"}
 
 
 def value(m: Metrics, name: str, **labels: str) -> float:
