@@ -1,7 +1,8 @@
 """The deployment: every kustomization in k8s/ renders with ``kubectl kustomize`` and validates offline
 (built-in kinds against Kubernetes' schemas, the CRDs by their required fields); the worker's environment
 is exactly what the settings object reads; topic names, partition counts and the KEDA ceiling agree with
-the app; deploy/Dockerfile passes hadolint, and its entry point is a working command.
+the app; serving workers and the one learner run their roles from the same config; deploy/Dockerfile
+passes hadolint, and its entry point is a working command.
 
 Nothing here talks to a cluster or a registry: kubectl only renders, and the images are not built.
 """
@@ -51,9 +52,14 @@ CUSTOM_KINDS = {
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
-#: settings a worker in Kubernetes must not take from the laptop defaults
-K8S_OVERRIDES = {"kafka_bootstrap", "triton_url", "web_host", "data_dir", "cache_dir"}
-WORKER, TRITON = "streamrec-worker", "streamrec-triton"
+#: settings a worker in Kubernetes must not take from the laptop defaults (role: never `both` in a
+#: cluster, where each `both` pod would be one more learner)
+K8S_OVERRIDES = {"kafka_bootstrap", "triton_url", "web_host", "data_dir", "cache_dir", "role"}
+WORKER, LEARNER, TRITON = "streamrec-worker", "streamrec-learner", "streamrec-triton"
+#: the Deployments running the app's image: name -> (container, role)
+APPS = {WORKER: ("worker", "serve"), LEARNER: ("learner", "learn")}
+#: the most bytes the learner puts in one chunk of a snapshot on <app_id>-models
+SNAPSHOT_CHUNK_BYTES = 900_000
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -104,13 +110,17 @@ def container(deployment: Doc, name: str) -> Doc:
     return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
 
 
+def app_container(docs: tuple[Doc, ...], deployment: str) -> Doc:
+    return container(named(docs, "Deployment", deployment), APPS[deployment][0])
+
+
 def worker_container(docs: tuple[Doc, ...]) -> Doc:
-    return container(named(docs, "Deployment", WORKER), "worker")
+    return app_container(docs, WORKER)
 
 
-def worker_env(docs: tuple[Doc, ...]) -> dict[str, str]:
-    """The worker container's environment: envFrom ConfigMaps, then env (each name once)."""
-    c = worker_container(docs)
+def worker_env(docs: tuple[Doc, ...], deployment: str = WORKER) -> dict[str, str]:
+    """An app container's environment: envFrom ConfigMaps, then env (each name once)."""
+    c = app_container(docs, deployment)
     names: list[str] = []
     env: dict[str, str] = {}
     for source in c.get("envFrom", []):
@@ -152,6 +162,13 @@ def port_number(c: Doc, port: int | str) -> int:
     if isinstance(port, int):
         return port
     return int(next(p["containerPort"] for p in c["ports"] if p["name"] == port))
+
+
+def role_arg(c: Doc) -> str:
+    """The value of ``--role`` in a container's args (exactly one)."""
+    args = c["args"]
+    (i,) = [i for i, a in enumerate(args) if a == "--role"]
+    return str(args[i + 1])
 
 
 # --- rendering and validation -------------------------------------------------------------------------
@@ -272,11 +289,13 @@ def test_worker_env_parses_and_fits_kubernetes(path: str, settings_of: Any) -> N
     assert int(port) in {p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"}
     assert matches(service["spec"]["selector"], pod_labels(docs, TRITON))
     # the root filesystem is read-only: data and cache dirs are on emptyDir volumes
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    volumes = {v["name"]: v for v in named(docs, "Deployment", WORKER)["spec"]["template"]["spec"]["volumes"]}
-    empty_dirs = [Path(m["mountPath"]) for m in c["volumeMounts"] if "emptyDir" in volumes[m["name"]]]
-    for path_setting in (s.data_dir, s.cache_dir):
-        assert any(path_setting.is_relative_to(mount) for mount in empty_dirs), path_setting
+    for deployment in APPS:
+        c = app_container(docs, deployment)
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes = {v["name"]: v for v in named(docs, "Deployment", deployment)["spec"]["template"]["spec"]["volumes"]}
+        empty_dirs = [Path(m["mountPath"]) for m in c["volumeMounts"] if "emptyDir" in volumes[m["name"]]]
+        for path_setting in (s.data_dir, s.cache_dir):
+            assert any(path_setting.is_relative_to(mount) for mount in empty_dirs), (deployment, path_setting)
 
 
 def test_base_config_is_the_app_defaults(settings_of: Any) -> None:
@@ -302,6 +321,8 @@ def test_topics_and_partitions_agree_with_the_app(path: str, settings_of: Any) -
         s.topic_dead_letter: (s.partitions, False),
         changelog.get_topic_name(): (changelog.partitions, True),
         leader_topic_name(app): (1, False),
+        f"{s.app_id}-learning": (s.partitions, False),
+        f"{s.app_id}-models": (1, True),
     }
     declared = {
         t["spec"].get("topicName", t["metadata"]["name"]): (
@@ -313,6 +334,25 @@ def test_topics_and_partitions_agree_with_the_app(path: str, settings_of: Any) -
     assert declared == expected
     if path == "base+topics":
         assert s.partitions == Settings.model_fields["partitions"].default
+
+
+@pytest.mark.parametrize("path", SETUPS)
+def test_shared_model_topics_fit_their_records(path: str, settings_of: Any) -> None:
+    docs = rendered(path)
+    s: Settings = settings_of(worker_env(docs))
+    config = {t["spec"]["topicName"]: t["spec"]["config"] for t in of_kind(docs, "KafkaTopic")}
+    models = config[f"{s.app_id}-models"]
+    # a chunk and its record's key, headers and batch overhead fit one message, far under the broker's
+    # request limits
+    assert SNAPSHOT_CHUNK_BYTES + 64 * 1024 <= int(models["max.message.bytes"]) <= 8 * 1024 * 1024
+    # records stay uncompacted for minutes (a reader finds every chunk of the snapshot it started on),
+    # and segments roll so that the cleaner can drop superseded snapshots at all
+    assert int(models["min.compaction.lag.ms"]) >= 60_000
+    assert int(models["min.compaction.lag.ms"]) <= int(models["segment.ms"]) <= 3_600_000
+    learning = config[f"{s.app_id}-learning"]
+    # room for a learner outage of an hour or more, without keeping the whole stream twice
+    assert 3_600_000 <= int(learning["retention.ms"]) <= int(config[s.topic_events]["retention.ms"])
+    assert s.snapshot_interval_s * 1000 < int(models["min.compaction.lag.ms"])
 
 
 @pytest.mark.parametrize("path", SETUPS)
@@ -379,6 +419,55 @@ def test_worker_probes_resources_and_monitoring(path: str, settings_of: Any) -> 
 
 
 @pytest.mark.parametrize("path", SETUPS)
+def test_workers_serve_and_one_learner_learns_from_the_same_config(path: str, settings_of: Any) -> None:
+    docs = rendered(path)
+    assert {name: role_arg(app_container(docs, name)) for name in APPS} == {n: r for n, (_, r) in APPS.items()}
+    assert settings_of(worker_env(docs)).role == "serve"  # a pod started without --role serves
+    learner, worker = app_container(docs, LEARNER), worker_container(docs)
+    assert learner["image"] == worker["image"] and learner["envFrom"] == worker["envFrom"]
+    assert worker_env(docs, LEARNER) == worker_env(docs)
+    # exactly one learner, and the old one is gone before a new one starts: never two at once
+    spec = named(docs, "Deployment", LEARNER)["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert not of_kind(docs, "HorizontalPodAutoscaler")
+    assert [o["spec"]["scaleTargetRef"]["name"] for o in of_kind(docs, "ScaledObject")] == [WORKER]
+    # and no PDB: with one replica it would only block node drains, and a learner away stops no list
+    budgets = [b["spec"]["selector"]["matchLabels"] for b in of_kind(docs, "PodDisruptionBudget")]
+    assert not [b for b in budgets if matches(b, pod_labels(docs, LEARNER))]
+
+
+@pytest.mark.parametrize("path", SETUPS)
+def test_learner_probes_resources_and_monitoring(path: str, settings_of: Any) -> None:
+    docs = rendered(path)
+    s: Settings = settings_of(worker_env(docs))
+    c = app_container(docs, LEARNER)
+    # ready once it loaded the newest snapshot and caught up with the learning topic; alive while
+    # its web server answers (catching up after an outage can take long)
+    probes = {probe: c[probe]["httpGet"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe: get["path"] for probe, get in probes.items()} == {
+        "startupProbe": "/streamrec/status/",
+        "readinessProbe": "/streamrec/ready/",
+        "livenessProbe": "/streamrec/status/",
+    }
+    assert all(port_number(c, get["port"]) == s.web_port for get in probes.values())
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind])
+    annotations = named(docs, "Deployment", LEARNER)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(s.web_port)
+    # both app PodMonitors: job="streamrec" (the rules join workers and learner on it) and the pod's
+    # component, which keeps the learner out of StreamrecWorkerDown
+    for name in APPS:
+        monitor = named(docs, "PodMonitor", name)
+        assert matches(monitor["spec"]["selector"]["matchLabels"], pod_labels(docs, name))
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["path"] == "/metrics" and port_number(app_container(docs, name), endpoint["port"]) == s.web_port
+        relabel = {r["targetLabel"]: r for r in endpoint["relabelings"]}
+        assert relabel["job"]["replacement"] == JOB
+        assert relabel["component"]["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+    assert pod_labels(docs, LEARNER)["app.kubernetes.io/component"] == "learner"  # as the rules expect
+
+
+@pytest.mark.parametrize("path", SETUPS)
 def test_triton_serves_the_model_on_gpu_only_where_asked(path: str, settings_of: Any) -> None:
     docs = rendered(path)
     s: Settings = settings_of(worker_env(docs))
@@ -410,19 +499,21 @@ def test_pods_run_as_non_root(path: str) -> None:
         for c in pod.get("initContainers", []) + pod["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    worker_pod = named(docs, "Deployment", WORKER)["spec"]["template"]["spec"]
-    assert worker_pod["securityContext"]["runAsUser"] == int(dockerfile_user("worker").split(":")[0])
+    for name in APPS:  # the worker image's user
+        pod = named(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == int(dockerfile_user("worker").split(":")[0]), name
 
 
 @pytest.mark.parametrize("path", SETUPS)
 def test_kafka_secrets_are_referenced_never_inlined(path: str) -> None:
     docs = rendered(path)
     assert not of_kind(docs, "Secret")
-    volumes = named(docs, "Deployment", WORKER)["spec"]["template"]["spec"]["volumes"]
-    (volume,) = [v for v in volumes if "secret" in v]
-    assert volume["secret"]["secretName"] == "streamrec-kafka"
-    (mount,) = [m for m in worker_container(docs)["volumeMounts"] if m["name"] == volume["name"]]
-    assert (mount["mountPath"], mount.get("readOnly")) == ("/etc/streamrec/kafka", True)
+    for name in APPS:
+        volumes = named(docs, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+        (volume,) = [v for v in volumes if "secret" in v]
+        assert volume["secret"]["secretName"] == "streamrec-kafka"
+        (mount,) = [m for m in app_container(docs, name)["volumeMounts"] if m["name"] == volume["name"]]
+        assert (mount["mountPath"], mount.get("readOnly")) == ("/etc/streamrec/kafka", True)
     assert not [k for k in worker_env(docs) if re.search("PASSWORD|SECRET|TOKEN|SASL|KEY", k)]
 
 
@@ -444,6 +535,14 @@ def test_network_policies_let_the_traffic_through(path: str, settings_of: Any) -
     from_workers = [r for r in triton["ingress"] if "podSelector" in r["from"][0]]
     assert matches(from_workers[0]["from"][0]["podSelector"]["matchLabels"], pod_labels(docs, WORKER))
     assert [p["port"] for p in from_workers[0]["ports"]] == ["grpc"]
+    # the learner talks to Kafka (and DNS) only, and answers Prometheus like the worker
+    learner = named(docs, "NetworkPolicy", LEARNER)["spec"]
+    assert matches(learner["podSelector"]["matchLabels"], pod_labels(docs, LEARNER))
+    assert learner["policyTypes"] == ["Ingress", "Egress"] and learner["ingress"] == worker["ingress"]
+    assert not [r for r in learner["egress"] if r.get("to")]
+    assert {p["port"] for rule in learner["egress"] for p in rule["ports"]} == egress_ports - {
+        int(s.triton_url.rsplit(":", 1)[1])
+    }
 
 
 def test_dashboard_and_rules_are_the_shipped_ones() -> None:
@@ -563,7 +662,7 @@ def test_the_entry_point_is_a_working_command() -> None:
     assert top.returncode == 0 and re.search(r"\bworker\b", top.stdout), top.stdout + top.stderr
     # the image's default command, and the manifests' arguments, are ones `streamrec` accepts
     commands = [json.loads(instructions("worker", "CMD")[0])]
-    commands += [worker_container(rendered(path))["args"] for path in OVERLAYS]
+    commands += [app_container(rendered(path), name)["args"] for path in OVERLAYS for name in APPS]
     for args in commands:
         out = _streamrec(*args, "--help")
         assert out.returncode == 0 and "--loglevel" in out.stdout, (args, out.stdout + out.stderr)
