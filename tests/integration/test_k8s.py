@@ -28,6 +28,8 @@ import yaml
 from streams.app import create_app
 from streams.app.faust_internals import leader_topic_name
 from streams.contracts import vectors_topic_name
+from streams.contracts.topics import lessons_topic_name, models_topic_name
+from streams.learning.snapshot import MAX_CHUNK_BYTES
 from streams.settings import Settings, env_var_names
 from tests.integration.promql import DASHBOARD, JOB, RULES
 
@@ -58,8 +60,6 @@ K8S_OVERRIDES = {"kafka_bootstrap", "triton_url", "web_host", "data_dir", "cache
 WORKER, LEARNER, TRITON = "streamrec-worker", "streamrec-learner", "streamrec-triton"
 #: the Deployments running the app's image: name -> (container, role)
 APPS = {WORKER: ("worker", "serve"), LEARNER: ("learner", "learn")}
-#: the most bytes the learner puts in one chunk of a snapshot on <app_id>-models
-SNAPSHOT_CHUNK_BYTES = 900_000
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -321,8 +321,8 @@ def test_topics_and_partitions_agree_with_the_app(path: str, settings_of: Any) -
         s.topic_dead_letter: (s.partitions, False),
         changelog.get_topic_name(): (changelog.partitions, True),
         leader_topic_name(app): (1, False),
-        f"{s.app_id}-learning": (s.partitions, False),
-        f"{s.app_id}-models": (1, True),
+        lessons_topic_name(s): (s.partitions, False),
+        models_topic_name(s): (1, True),
     }
     declared = {
         t["spec"].get("topicName", t["metadata"]["name"]): (
@@ -341,15 +341,15 @@ def test_shared_model_topics_fit_their_records(path: str, settings_of: Any) -> N
     docs = rendered(path)
     s: Settings = settings_of(worker_env(docs))
     config = {t["spec"]["topicName"]: t["spec"]["config"] for t in of_kind(docs, "KafkaTopic")}
-    models = config[f"{s.app_id}-models"]
+    models = config[models_topic_name(s)]
     # a chunk and its record's key, headers and batch overhead fit one message, far under the broker's
     # request limits
-    assert SNAPSHOT_CHUNK_BYTES + 64 * 1024 <= int(models["max.message.bytes"]) <= 8 * 1024 * 1024
+    assert MAX_CHUNK_BYTES + 64 * 1024 <= int(models["max.message.bytes"]) <= 8 * 1024 * 1024
     # records stay uncompacted for minutes (a reader finds every chunk of the snapshot it started on),
     # and segments roll so that the cleaner can drop superseded snapshots at all
     assert int(models["min.compaction.lag.ms"]) >= 60_000
     assert int(models["min.compaction.lag.ms"]) <= int(models["segment.ms"]) <= 3_600_000
-    learning = config[f"{s.app_id}-learning"]
+    learning = config[lessons_topic_name(s)]
     # room for a learner outage of an hour or more, without keeping the whole stream twice
     assert 3_600_000 <= int(learning["retention.ms"]) <= int(config[s.topic_events]["retention.ms"])
     assert s.snapshot_interval_s * 1000 < int(models["min.compaction.lag.ms"])
