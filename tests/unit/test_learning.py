@@ -14,7 +14,8 @@ from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 from streams.testing import run_batch, unit_rows
 
-SETTINGS = Settings(k=10, policy="dpp_explore", candidates="similar=20,covisited=10,collaborative=10,trending=5,fresh=5")
+MIX = "similar=20,covisited=10,collaborative=10,trending=5,fresh=5"
+SETTINGS = Settings(k=10, policy="dpp_explore", candidates=MIX)
 
 
 def catalog(n: int = 60, order: list[int] | None = None) -> Catalog:
