@@ -21,6 +21,11 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the user sample"),
     batch_size: int = typer.Option(100, help="Events per micro-batch; global models learn once per batch"),
     through_kafka: bool = typer.Option(False, help="Replay the policies through local Kafka and a real worker"),
+    workers: int = typer.Option(1, min=1, help="--through-kafka: worker processes sharing 4 events partitions"),
+    learner: bool = typer.Option(
+        True, help="--through-kafka with --workers > 1: serve from one learner's snapshots (--no-learner: each "
+        "worker learns the shared models from its own partitions)"
+    ),
     dump_recs: str = typer.Option("", help="Write every scored list as a JSON line to this file"),
 ) -> None:
     """Replay a dataset through baselines and every policy; relevance and diversity side by side."""
@@ -46,7 +51,7 @@ def evaluate(
         if through_kafka:
             from streams.evaluate.kafka import kafka_sources
 
-            sources = kafka_sources(ev, names)
+            sources = kafka_sources(ev, names, workers, learner)
         result, seconds = run_evaluation(ev, names, progress, Path(dump_recs) if dump_recs else None, sources)
     elapsed = time.perf_counter() - started
     command = "streamrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -54,7 +59,7 @@ def evaluate(
         f"# Replay evaluation: {dataset}\n\n"
         f"`{command}`: {result['events']:,} events of {ev.protocol['users']} users, "
         f"{result['protocol'].get('lists_scored', 0):,} lists scored per system, micro-batches of "
-        f"{settings.batch_size}, {'through Kafka' if through_kafka else 'in-process'}; "
+        f"{settings.batch_size}, {mode(through_kafka, workers, learner)}; "
         f"{elapsed / 60:.1f} min on {env['cores']} cores at commit `{env['commit']}` ({env['date'][:10]}). "
         "Protocol: docs/evaluation.md."
     )
@@ -62,3 +67,13 @@ def evaluate(
     write_outputs(folder, result, seconds, settings, header)
     typer.echo((folder / "results.md").read_text())
     typer.echo(f"written to {folder}/ (metrics.json, results.md, pareto.png) in {elapsed / 60:.1f} min")
+
+
+def mode(through_kafka: bool, workers: int, learner: bool) -> str:
+    """How the policies' lists were made, for the report's header."""
+    if not through_kafka:
+        return "in-process"
+    if workers == 1:
+        return "through Kafka, one worker"
+    models = "serving one learner's snapshots" if learner else "each learning alone"
+    return f"through Kafka, {workers} workers {models}"
