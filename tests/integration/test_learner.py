@@ -1,11 +1,11 @@
 """The learner role on real Kafka: serving workers teach it, it learns from the whole stream, and its
-snapshots survive its own SIGKILL.
+snapshots survive a SIGKILL of the learner or of a serving worker.
 
-Two serving workers share 4 partitions; one learner reads every partition's lessons. The promises:
-every event has its list, the learner folds every lessons record exactly once (also across its own
-crash, resuming from its snapshot and the offsets in it), the models it comes back with are byte-equal
-to the snapshot, and every serving worker ends up serving the learner's last snapshot, which covers
-every event.
+Two serving workers share 4 partitions; one learner reads every partition's lessons; the learner, or
+one serving worker, is killed mid-stream and restarted. The promises: every event has its list, the
+learner folds every lessons record exactly once (also across its own crash, resuming from its snapshot
+and the offsets in it), the restarted process's models are byte-equal to the snapshot it loaded, and
+every serving worker ends up serving the learner's last snapshot, which covers every event.
 """
 
 from __future__ import annotations
@@ -79,10 +79,14 @@ async def newest_snapshot(settings: Settings) -> Any:
     return decode(latest[1])
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", pytest.param("exactly_once", id="exactly-once")])
-async def test_two_serving_workers_and_a_learner_killed_mid_stream(
+@pytest.mark.parametrize(
+    ("victim", "guarantee"),
+    [("learner", "at_least_once"), pytest.param("learner", "exactly_once", id="learner-exactly-once"),
+     ("server", "at_least_once")],
+)
+async def test_two_serving_workers_and_a_learner_one_killed_mid_stream(
     kafka_broker: KafkaBroker, tmp_path: Path, stream: tuple[list[Item], list[Event]],
-    workers: list[WorkerProcess], guarantee: str,
+    workers: list[WorkerProcess], victim: str, guarantee: str,
 ) -> None:
     items, events = stream
     base, collector = await open_run(kafka_broker, tmp_path, partitions=4, batch_size=100,
@@ -98,10 +102,18 @@ async def test_two_serving_workers_and_a_learner_killed_mid_stream(
     half = len(events) // 2
     await produce(base.kafka_bootstrap, base.topic_events, ((e.user_id, e) for e in events[:half]))
     first = await learner_status(learner, "a snapshot published", lambda m: m["version"] >= 2)
-    kill(learner)  # between two snapshots, or in the middle of one
-    await produce(base.kafka_bootstrap, base.topic_events, ((e.user_id, e) for e in events[half:]))
-    learner = launch(learner_settings, tmp_path / "learner.log", workers)
-    resumed = await learner_status(learner, "resumed", lambda m: m["restored"] is not None)
+    if victim == "learner":
+        kill(learner)  # between two snapshots, or in the middle of one
+        await produce(base.kafka_bootstrap, base.topic_events, ((e.user_id, e) for e in events[half:]))
+        learner = launch(learner_settings, tmp_path / "learner.log", workers)
+        resumed = await learner_status(learner, "resumed", lambda m: m["restored"] is not None)
+    else:
+        await wait_status(servers[0], lambda st: st["models"]["snapshot"], 120, "serving a snapshot")
+        kill(servers[0])  # in the middle of its batches
+        await produce(base.kafka_bootstrap, base.topic_events, ((e.user_id, e) for e in events[half:]))
+        servers[0] = launch(serving[0], log, workers)
+        await wait_status(servers[0], lambda st: st["models"]["restored"], 120, "loaded a snapshot")
+        resumed = servers[0].status()["models"]  # type: ignore[index]
     assert resumed["restored"]["version"] >= first["version"]
     assert resumed["restored"]["byte_equal"], "the models came back byte-equal to the snapshot they resumed from"
     try:
