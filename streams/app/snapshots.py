@@ -60,6 +60,7 @@ class SnapshotFollower:
         #: The snapshot served (its arrays dropped once loaded), None before the first.
         self.serving: Snapshot | None = None
         self._started = time.time()
+        self._refused = 0  # the newest version that could not be loaded (not tried again)
         metrics.track_models(self.age_s, self.events_behind)
 
     def age_s(self) -> float:
@@ -103,15 +104,20 @@ class SnapshotFollower:
 
     async def _take(self, assembler: Assembler) -> None:
         latest = assembler.latest()
-        if latest is None or (self.serving is not None and latest[0] <= self.serving.version):
+        if latest is None or latest[0] <= max(self.serving.version if self.serving else 0, self._refused):
             return
         version, payload = latest
         started = time.perf_counter()
-        snap = await asyncio.to_thread(decode, payload)
-        models = self.make_models()
-        async with self.loader.lock:  # the catalog's rows, read while no upsert runs
-            remap = models.remap(snap.arrays["items"])
-        popularity = await asyncio.to_thread(models.load_state, snap.arrays, remap)
+        try:
+            snap = await asyncio.to_thread(decode, payload)
+            models = self.make_models()
+            async with self.loader.lock:  # the catalog's rows, read while no upsert runs
+                remap = models.remap(snap.arrays["items"])
+            popularity = await asyncio.to_thread(models.load_state, snap.arrays, remap)
+        except (ValueError, KeyError, OSError) as exc:  # e.g. a learner of another version: keep serving
+            log.error("snapshot %d not loaded, serving the one before: %r", version, exc)
+            self._refused = version
+            return
         async with self.loader.lock:  # between two batches
             self.recommender.use(models, popularity)
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)

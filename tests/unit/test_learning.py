@@ -139,3 +139,32 @@ def test_the_reader_takes_only_a_whole_snapshot_whose_checksum_matches() -> None
         again.add(key, value)
     latest = again.latest()
     assert latest is not None and latest[0] == 2 and decode(latest[1]).arrays["x"][1] == 2.0
+
+
+async def test_a_serving_worker_swaps_each_whole_snapshot_in_and_keeps_serving_through_a_bad_one() -> None:
+    from streams.app.catalog import CatalogLoader
+    from streams.app.snapshots import SnapshotFollower
+    from streams.metrics import Metrics
+
+    learner, serve = recommender(), recommender(SETTINGS.model_copy(update={"role": "serve"}))
+    store: dict[bytes, bytes] = {}
+    for batch in stream()[:4]:
+        run_batch(learner, batch, store)
+    metrics = Metrics()
+    follower = SnapshotFollower(
+        SETTINGS, "models", CatalogLoader(SETTINGS, serve.catalog), serve,
+        lambda: build_shared_models(SETTINGS, serve.catalog), metrics, lambda: {0: 80},
+    )
+    reader = Assembler()
+    for key, value in to_chunks(encode(Snapshot(1, 0.0, {}, {0: 60}, 4, learner.shared().state())), 1, 20_000):
+        reader.add(key, value)
+    await follower._take(reader)
+    assert_same_state(serve.shared(), learner.shared())
+    assert follower.serving is not None and follower.serving.version == 1 and follower.events_behind() == 20
+    assert metrics.registry.get_sample_value("streamrec_models_snapshot_version") == 1
+    broken = {**learner.shared().state(), "ranker.w": np.zeros(3)}  # a learner with other features
+    for key, value in to_chunks(encode(Snapshot(2, 0.0, {}, {0: 80}, 5, broken)), 2):
+        reader.add(key, value)
+    await follower._take(reader)
+    assert follower.serving.version == 1, "the snapshot it cannot load is refused, the last one served"
+    assert_same_state(serve.shared(), learner.shared())
