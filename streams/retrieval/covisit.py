@@ -145,18 +145,20 @@ class CoVisitation:
         self._fill[row] = len(counts)
 
     def state(self, n_rows: int) -> dict[str, npt.NDArray[np.generic]]:
-        """The counts of rows ``0 .. n_rows - 1`` as arrays (undecayed: the scale is folded in)."""
-        pad = max(0, n_rows - len(self._fill))
-        return {
-            "nbr": np.pad(self._nbr[:n_rows], ((0, pad), (0, 0)), constant_values=-1),
-            "w": np.pad(self._w[:n_rows] / self._scale, ((0, pad), (0, 0))),
-            "fill": np.pad(self._fill[:n_rows], (0, pad)),
-        }
+        """The counts of rows ``0 .. n_rows - 1`` as arrays (undecayed: the scale is folded in), ragged:
+        each row's ``fill`` neighbours one after another, so the size follows the pairs counted."""
+        fill = np.pad(self._fill[:n_rows], (0, max(0, n_rows - len(self._fill))))
+        used = np.arange(self._slots) < fill[: len(self._fill), None]
+        return {"nbr": self._nbr[:n_rows][used], "w": self._w[:n_rows][used] / self._scale, "fill": fill}
 
     def load_state(self, state: Mapping[str, npt.NDArray[np.generic]], remap: Rows | None, n_rows: int) -> None:
         """Take the counts of :meth:`state`; ``remap[r]`` is this catalog's row of the state's row ``r``
         (``-1``: unknown here, its counts dropped), ``None`` when the rows are the same."""
-        nbr, w, fill = (np.asarray(state[k]) for k in ("nbr", "w", "fill"))
+        fill = np.asarray(state["fill"], np.int64)
+        used = np.arange(self._slots) < fill[:, None]
+        nbr = np.full((len(fill), self._slots), -1, np.int32)
+        w = np.zeros((len(fill), self._slots), np.float64)
+        nbr[used], w[used] = state["nbr"], state["w"]
         target = np.arange(len(fill))
         if remap is not None:
             nbr = np.where(nbr >= 0, remap[np.maximum(nbr, 0)], -1).astype(np.int32)
