@@ -62,7 +62,6 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         covisit=models.covisit,
         mf=models.mf,
         ranker=models.ranker,
-        learn=settings.role != "serve",
     )
 
 

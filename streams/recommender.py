@@ -185,8 +185,9 @@ class Recommender:
     max_pending: int = 32
     #: ... and for how long, in event time, before one is dropped (its item never got a vector).
     pending_timeout_s: float = 3600.0
-    #: Whether :meth:`process` teaches the shared models the batch itself (a worker that also learns, and
-    #: the offline evaluation); a serving-only worker leaves :attr:`BatchResult.lessons` to a learner.
+    #: Whether :meth:`process` teaches the shared models the batch itself (every worker does: a serving
+    #: worker's own batches count at once, and its lessons also go to the learner); False leaves
+    #: :attr:`BatchResult.lessons` to whoever learns them.
     learn: bool = True
     _dropped: Counter[str] = field(default_factory=Counter, init=False, repr=False)  # by the batch in progress
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -24,6 +24,7 @@ from streams.app.dead_letters import DeadLetters, ProcessingError
 from streams.app.guarantee.states import UserStates
 from streams.app.stamps import Unstamped, stamp, unstamp
 from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
+from streams.learning import Lessons
 from streams.learning.lessons import to_record
 from streams.metrics import ListProbe, Metrics
 from streams.recommender import BatchResult
@@ -75,6 +76,7 @@ class EventsHandler:
         changelog_topic: str,
         lessons_topic: str | None = None,
         models_ready: asyncio.Event | None = None,
+        own_lessons: Callable[[int, int, Lessons], None] | None = None,
     ) -> None:
         self.recommender = recommender
         self.states = states
@@ -88,6 +90,8 @@ class EventsHandler:
         self.lessons_topic = lessons_topic
         #: Set once the newest snapshot of the shared models is loaded (a serving-only worker waits for it).
         self.models_ready = models_ready
+        #: Told of each lessons record once published (a serving worker keeps them until a snapshot has them).
+        self.own_lessons = own_lessons
 
     async def __call__(self, batch: Sequence[Record]) -> Outbox:
         await self.loader.ready.wait()
@@ -176,8 +180,11 @@ class EventsHandler:
             by_tp.setdefault(rec.tp, []).append(i)
         for n, (tp, mine) in enumerate(by_tp.items()):
             if self.lessons_topic and result.lessons is not None:  # one record per partition: its transaction's
-                lessons = to_record(result.lessons.take(np.array(mine)), tp.partition, records[mine[-1]].offset + 1)
-                out.add(tp, self.lessons_topic, str(tp.partition).encode(), lessons)
+                lessons, next_offset = result.lessons.take(np.array(mine)), records[mine[-1]].offset + 1
+                value = to_record(lessons, tp.partition, next_offset)
+                out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
+                if self.own_lessons is not None:
+                    out.after(tp, functools.partial(self.own_lessons, tp.partition, next_offset, lessons))
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))

@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         )
     recommend = EventsHandler(recommender, guarantee.states, loader, dead_letters, metrics, ListProbe(catalog, metrics),
                               s.topic_recommendations, guarantee.changelog,
-                              lessons_topic_name(s) if serving_only else None, follower.ready if follower else None)
+                              lessons_topic_name(s) if serving_only else None, follower.ready if follower else None,
+                              follower.own if follower else None)
     items_input, events_input = (
         Input(app, guarantee, guarantee.reader(), work, app.conf.broker_commit_interval, metrics.input_holes_read)
         for work in (embed, recommend)

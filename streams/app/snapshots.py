@@ -1,9 +1,16 @@
 """A serving worker's side of the learner: the models topic followed, each whole snapshot loaded off the
-event loop and swapped in between two batches (partitions are never paused for it)."""
+event loop and swapped in between two batches (partitions are never paused for it).
+
+A serving worker also learns its own batches in place, as a ``both`` worker does, so its own users'
+engagements count at once rather than a snapshot later; each batch's lessons are kept (:meth:`own`)
+until a snapshot includes them, and re-applied on top of every snapshot that does not yet. Only the
+other workers' lessons arrive a snapshot late.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.app.catalog import CatalogLoader
-from streams.learning import SharedModels
+from streams.learning import Lessons, SharedModels
 from streams.learning.snapshot import Assembler, Snapshot, decode, digest
 from streams.metrics import Metrics
 from streams.recommender import Recommender
@@ -20,6 +27,10 @@ from streams.security import KafkaConnection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: A serving worker's own lessons kept for the next snapshot (batches; the oldest go first): while the
+#: learner is away they pile up, and the learner folds them from the topic when it is back anyway.
+MAX_OWN_LESSONS = 10_000
 
 
 async def read_models(consumer: AIOKafkaConsumer, tp: TopicPartition, assembler: Assembler) -> Snapshot | None:
@@ -61,7 +72,13 @@ class SnapshotFollower:
         self.serving: Snapshot | None = None
         self._started = time.time()
         self._refused = 0  # the newest version that could not be loaded (not tried again)
+        #: This worker's lessons no snapshot served includes yet: (events partition, next offset, lessons).
+        self._own: collections.deque[tuple[int, int, Lessons]] = collections.deque(maxlen=MAX_OWN_LESSONS)
         metrics.track_models(self.age_s, self.events_behind)
+
+    def own(self, partition: int, next_offset: int, lessons: Lessons) -> None:
+        """This worker published ``lessons`` of events partition ``partition`` up to ``next_offset``."""
+        self._own.append((partition, next_offset, lessons))
 
     def age_s(self) -> float:
         """Seconds since the served snapshot was made (since this worker started, before the first one)."""
@@ -120,6 +137,12 @@ class SnapshotFollower:
             return
         async with self.loader.lock:  # between two batches
             self.recommender.use(models, popularity)
+            missing = [lessons for p, offset, lessons in self._own if offset > snap.events.get(p, 0)]
+            for lessons in missing:  # this worker's own, learned in place before: on top of the snapshot again
+                models.learn(lessons)
+            self._own = collections.deque(
+                ((p, o, one) for p, o, one in self._own if o > snap.events.get(p, 0)), maxlen=MAX_OWN_LESSONS
+            )
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
         self.metrics.snapshot("loaded", version, len(payload))
         log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", version,
