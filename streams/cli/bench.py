@@ -455,6 +455,7 @@ PARTS: dict[str, Callable[..., None]] = {
     "wire": wire,
     "core": core,
     "memory": memory,
+    "snapshot": snapshot,
     "encoder": encoder,
     "pipeline": pipeline,
 }
