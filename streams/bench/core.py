@@ -25,7 +25,6 @@ import cProfile
 import gc
 import json
 import pstats
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,17 +39,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from threadpoolctl import threadpool_limits
 
-# The core is being rewritten: its entry points are imported here and nowhere else in the bench.
+from streams.bench import in_child, rss_bytes
 from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType
 from streams.evaluate.data import catalog_vectors, load_dataset
-from streams.recommender import Recommender
+from streams.recommender import BatchResult, Recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
 
 F32 = npt.NDArray[np.float32]
 Store = dict[bytes, bytes]
 Advance = Callable[[int], None]
+Batch = list[tuple[bytes, Event]]
+#: Work timed with each batch's ``process`` (as a worker does it right after).
+Then = Callable[[Batch, BatchResult], None]
 
 DEFAULT_BATCHES = (1, 10, 100, 500)
 #: Warm-up batch size, the profiled batch size and the scale mode's batch size.
@@ -140,7 +142,7 @@ def build_catalog(
     return catalog
 
 
-def _batches(events: Sequence[Event], size: int) -> Iterator[list[tuple[bytes, Event]]]:
+def _batches(events: Sequence[Event], size: int) -> Iterator[Batch]:
     """Keyed as the worker keys them (the user id's bytes)."""
     for start in range(0, len(events), size):
         yield [(e.user_id.encode(), e) for e in events[start : start + size]]
@@ -155,16 +157,24 @@ def replay(recommender: Recommender, store: Store, events: Sequence[Event], size
 
 
 def time_batches(
-    recommender: Recommender, store: Store, events: Sequence[Event], size: int, advance: Advance | None = None
+    recommender: Recommender,
+    store: Store,
+    events: Sequence[Event],
+    size: int,
+    advance: Advance | None = None,
+    then: Then | None = None,
 ) -> dict[str, float]:
     """CPU and wall time of ``process`` alone over ``events`` in batches of ``size`` (the state
-    writes and the keying are outside the clocks). The caller passes copies: they are changed."""
+    writes and the keying are outside the clocks), or of ``process`` and ``then(batch, result)``
+    when given. The caller passes copies: they are changed."""
     cpu = 0.0
     walls: list[float] = []
     gc.collect()
     for batch in _batches(events, size):
         c0, w0 = time.process_time(), time.perf_counter()
         result = recommender.process(batch, store)
+        if then is not None:
+            then(batch, result)
         walls.append(time.perf_counter() - w0)
         cpu += time.process_time() - c0
         store.update(result.states)
@@ -243,13 +253,28 @@ def progress_bar(console: Console | None = None) -> Progress:
 
 
 @contextmanager
-def _step(progress: Progress | None, description: str, total: int) -> Iterator[Advance | None]:
+def step(progress: Progress | None, description: str, total: int) -> Iterator[Advance | None]:
     if progress is None:
         yield None
         return
     task = progress.add_task(description, total=total)
     yield lambda n: progress.advance(task, n)
     progress.remove_task(task)
+
+
+def warmed(
+    workload: Workload, settings: Settings, warmup: int, events: int, progress: Progress | None = None
+) -> tuple[Recommender, Store]:
+    """A recommender on the workload's catalog and its user states, warmed by replaying the first
+    ``warmup`` events at batch 100 (``events`` more must be left to time)."""
+    if warmup + events > len(workload.events):
+        raise ValueError(f"warmup + events = {warmup + events} but the workload has {len(workload.events)} events")
+    with step(progress, "catalog", len(workload.items)) as advance:
+        recommender = build_recommender(settings, build_catalog(workload, settings, advance))
+    store: Store = {}
+    with step(progress, f"warm-up, batch {PROFILE_BATCH}", warmup) as advance:
+        replay(recommender, store, workload.events[:warmup], PROFILE_BATCH, advance)
+    return recommender, store
 
 
 def bench_core(
@@ -262,20 +287,14 @@ def bench_core(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The ``core`` section's MovieLens part: workload, ``batches`` by size, the profile at batch 100."""
-    if warmup + events > len(workload.events):
-        raise ValueError(f"warmup + events = {warmup + events} but the workload has {len(workload.events)} events")
-    warm, timed = workload.events[:warmup], workload.events[warmup : warmup + events]
+    timed = workload.events[warmup : warmup + events]
     with threadpool_limits(1):
-        with _step(progress, "catalog", len(workload.items)) as advance:
-            recommender = build_recommender(settings, build_catalog(workload, settings, advance))
-        store: Store = {}
-        with _step(progress, f"warm-up, batch {PROFILE_BATCH}", len(warm)) as advance:
-            replay(recommender, store, warm, PROFILE_BATCH, advance)
+        recommender, store = warmed(workload, settings, warmup, events, progress)
         by_size: dict[str, dict[str, float]] = {}
         for size in batches:
-            with _step(progress, f"timed, batch {size}", len(timed)) as advance:
+            with step(progress, f"timed, batch {size}", len(timed)) as advance:
                 by_size[str(size)] = time_batches(copy.deepcopy(recommender), dict(store), timed, size, advance)
-        with _step(progress, f"profiled, batch {PROFILE_BATCH}", len(timed)) as advance:
+        with step(progress, f"profiled, batch {PROFILE_BATCH}", len(timed)) as advance:
             profiled = profile_batches(copy.deepcopy(recommender), dict(store), timed, PROFILE_BATCH, top, advance)
     at_target = by_size.get(str(PROFILE_BATCH), {}).get("cpu_ms_per_event")
     return {
@@ -284,7 +303,7 @@ def bench_core(
             "items": len(workload.items),
             "dim": int(workload.vectors.shape[1]),
             "users_warmed": len(store),
-            "warmup_events": len(warm),
+            "warmup_events": warmup,
             "warmup_batch": PROFILE_BATCH,
             "timed_events": len(timed),
             "policy": settings.policy,
@@ -307,13 +326,6 @@ def bench_core(
 # --- scale: synthetic catalogs of N items, one fresh process per (N, index) ------------------
 
 
-def _rss_bytes(field: str = "VmRSS") -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def scale_one(
     items: int,
     index: str,
@@ -326,23 +338,23 @@ def scale_one(
     """One synthetic catalog of ``items`` with one index kind, in this process: memory and CPU ms per event."""
     s = settings.model_copy(update={"index": index})
     gc.collect()
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     workload = synthetic_workload(items, warmup + events, seed=seed)
     vectors_mb = workload.vectors.nbytes / 2**20
     stream = workload.events
     with threadpool_limits(1):
         started = time.perf_counter()
-        with _step(progress, f"{items:,} items, {index} index", items) as advance:
+        with step(progress, f"{items:,} items, {index} index", items) as advance:
             catalog = build_catalog(workload, s, advance)
         build_s = time.perf_counter() - started
         del workload  # the catalog holds its own copy of the vectors, as a worker's does
         gc.collect()
-        rss_built = _rss_bytes()
+        rss_built = rss_bytes()
         recommender = build_recommender(s, catalog)
         store: Store = {}
-        with _step(progress, f"warm-up, batch {PROFILE_BATCH}", warmup) as advance:
+        with step(progress, f"warm-up, batch {PROFILE_BATCH}", warmup) as advance:
             replay(recommender, store, stream[:warmup], PROFILE_BATCH, advance)
-        with _step(progress, f"timed, batch {PROFILE_BATCH}", events) as advance:
+        with step(progress, f"timed, batch {PROFILE_BATCH}", events) as advance:
             timed = time_batches(recommender, store, stream[warmup:], PROFILE_BATCH, advance)
     return {
         "items": items,
@@ -351,8 +363,8 @@ def scale_one(
         "vectors_mb": vectors_mb,
         "catalog_mb": (rss_built - rss_before) / 2**20,
         "rss_mb": rss_built / 2**20,
-        "rss_after_mb": _rss_bytes() / 2**20,
-        "peak_rss_mb": _rss_bytes("VmHWM") / 2**20,
+        "rss_after_mb": rss_bytes() / 2**20,
+        "peak_rss_mb": rss_bytes("VmHWM") / 2**20,
         "warmup_events": warmup,
         **{k: v for k, v in timed.items() if k != "batches"},
     }
@@ -382,14 +394,7 @@ def bench_scale(
                 "events": events,
                 "seed": seed,
             }
-            done = subprocess.run(
-                [sys.executable, "-m", "streams.bench.core", json.dumps(args)],
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            )
-            out.setdefault(str(n), {})[index] = json.loads(done.stdout.strip().splitlines()[-1])
+            out.setdefault(str(n), {})[index] = in_child("streams.bench.core", args)
     return out
 
 

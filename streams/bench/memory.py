@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.bench import rss_bytes
 from streams.bench.catalog import EmbeddedCatalog
 from streams.interest import MultiInterest, MultiInterestState
 from streams.interest.weights import engagement_weight
@@ -91,19 +92,12 @@ def _measure_rss(samples: Path, users: int) -> dict[str, float]:
     return result
 
 
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def _hold(samples: Path, users: int) -> dict[str, float]:
     """RSS growth from a dict of ``users`` user keys to states cycled from the real ones (each its own copy)."""
     real = [bytes.fromhex(h) for h in json.loads(samples.read_text())]
-    before = _rss_bytes()
+    before = rss_bytes()
     table = {f"{i}".encode(): bytes(bytearray(real[i % len(real)])) for i in range(users)}
-    after = _rss_bytes()
+    after = rss_bytes()
     payload = sum(len(k) + len(v) for k, v in table.items())
     return {"rss_before_bytes": before, "rss_growth_bytes": after - before, "payload_bytes": payload}
 

@@ -1,4 +1,5 @@
-"""``streamrec bench [rerank|wire|core|pipeline|encoder|memory|all]``: figures into ``bench.json`` and a table each.
+"""``streamrec bench [rerank|wire|core|pipeline|encoder|memory|snapshot|all]``: figures into ``bench.json``, a
+table each.
 
 Never a timed assertion anywhere: these are measurements, named by machine, commit and date.
 """
@@ -359,11 +360,102 @@ def memory(
     publish(out, "memory", section, title, ["state", "users", "mean bytes", "p50 bytes", "max bytes"], rows)
 
 
+@app.command()
+def snapshot(
+    out: Path | None = PART_OUT,
+    warmup: int = typer.Option(20_000, help="MovieLens events replayed at batch 100 before measuring"),
+    events: int = typer.Option(2_000, help="serving cost: timed events per run (the same ones for each)"),
+    repeats: int = typer.Option(5, help="publish-and-load rounds per run (medians)"),
+    rounds: int = typer.Option(3, help="serving cost: alternating rounds of role both and role serve"),
+    partitions: int = typer.Option(4, help="serving cost: input partitions (one lessons record each per batch)"),
+    movielens: bool = typer.Option(True, help="the MovieLens run (--no-movielens: only the --items scale runs)"),
+    items: str = typer.Option("", help="scale: synthetic catalogs of these sizes, e.g. 1000000 (a few minutes)"),
+    scale_users: int = typer.Option(100_000, help="scale: users with MF factors"),
+    scale_repeats: int = typer.Option(3, help="scale: publish-and-load rounds"),
+) -> None:
+    """The shared models' snapshots: size, publish and load time; serving cost with and without learning."""
+    from streams.bench import in_child
+    from streams.bench.core import movielens_workload, progress_bar
+    from streams.bench.snapshot import bench_snapshot
+    from streams.settings import Settings
+
+    settings = Settings()
+    section: dict[str, Any] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    if movielens:
+        workload = movielens_workload(settings)
+        with progress_bar(console) as progress:
+            section = bench_snapshot(workload, settings, warmup, events, repeats, rounds, partitions, progress)
+        runs[f"{workload.name} ({len(workload.items):,} items)"] = section["snapshot"]
+        _serving_table(section["serving"])
+    if items:
+        args = {"users": scale_users, "repeats": scale_repeats}
+        section["scale"] = {
+            str(n): in_child("streams.bench.snapshot", {**args, "items": n}) for n in map(int, _float_list(items))
+        }
+        runs.update({f"{int(n):,} synthetic items": r for n, r in section["scale"].items()})
+    title = f"snapshot: the shared models published and loaded, median of {repeats} (scale {scale_repeats}), one core"
+    publish(out, "snapshot", section, title, ["", *runs], _snapshot_rows(list(runs.values())))
+
+
+def _snapshot_rows(runs: list[dict[str, Any]]) -> list[Row]:
+    def row(label: str, value: Callable[[dict[str, Any]], str]) -> Row:
+        return [label, *(value(r) for r in runs)]
+
+    def step(name: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: _ms(r["median_ms"][name])
+
+    def mib(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f} MiB"
+
+    return [
+        row("snapshot size", lambda r: f"{r['payload_bytes'] / 1e6:,.1f} MB"),
+        row("  of which co-visitation / MF", lambda r: f"{r['array_bytes']['covisit'] / 1e6:,.1f} / "
+            f"{r['array_bytes']['mf'] / 1e6:,.1f} MB"),
+        row("chunks (900 KB)", lambda r: f"{r['chunks']:,}"),
+        row("to the broker, every interval", lambda r: f"{r['broker_mb_per_s']:,.2f} MB/s at "
+            f"{r['snapshot_interval_s']:.0f} s"),
+        row("learner: state() ms (its lock)", step("state")),
+        row("learner: encode() ms", step("encode")),
+        row("learner: to_chunks() ms (SHA-256)", step("to_chunks")),
+        row("publish, total ms (before Kafka)", lambda r: _ms(r["publish_ms"])),
+        row("worker: Assembler ms (SHA-256)", step("assemble")),
+        row("worker: decode() ms", step("decode")),
+        row("worker: remap ms (catalog lock)", step("remap")),
+        row("worker: load_state ms (off the loop)", step("load_state")),
+        row("worker: Recommender.use ms (lock)", step("use")),
+        row("load, total ms (after Kafka)", lambda r: _ms(r["load_ms"])),
+        row("worker: lock held per snapshot ms", lambda r: _ms(r["lock_ms"]["worker"])),
+        row("other rows: remap + load_state ms", lambda r: _ms(r["median_ms"]["remap_other_rows"]
+            + r["median_ms"]["load_state_other_rows"])),
+        row("peak RSS growth: publish / load", lambda r: f"{mib(r['peak_growth_mb']['publish'])} / "
+            f"{mib(r['peak_growth_mb']['load'])}"),
+        row("models loaded byte-equal", lambda r: "yes" if r["byte_equal"] else "NO"),
+    ]
+
+
+def _serving_table(serving: dict[str, Any]) -> None:
+    title = (f"snapshot: serving cost at batch {serving['batch_size']}, {serving['events']:,} events, CPU ms per event "
+             f"(role both learns in place; role serve encodes lessons for {serving['partitions']} partitions)")
+    table = Table(title=title)
+    for i, column in enumerate(["round", "both", "serve", "serve / both"]):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    cpu = serving["cpu_ms_per_event"]
+    for i, (both, serve, ratio) in enumerate(zip(cpu["both"], cpu["serve"], serving["ratio_by_round"], strict=True)):
+        table.add_row(str(i + 1), _ms(both), _ms(serve), f"{ratio:.3f}")
+    table.add_row("median", _ms(serving["both_cpu_ms_per_event"]), _ms(serving["serve_cpu_ms_per_event"]),
+                  f"{serving['serve_over_both']:.3f}")
+    console.print(table)
+    console.print(f"lessons: {serving['lessons_bytes_per_event']:,.0f} bytes per event "
+                  f"({serving['lessons_records']:,} records)")
+
+
 PARTS: dict[str, Callable[..., None]] = {
     "rerank": rerank,
     "wire": wire,
     "core": core,
     "memory": memory,
+    "snapshot": snapshot,
     "encoder": encoder,
     "pipeline": pipeline,
 }

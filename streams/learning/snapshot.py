@@ -109,7 +109,7 @@ class Assembler:
     whose bytes match their checksum. Holds at most the newest whole snapshot and the chunks of newer ones."""
 
     def __init__(self) -> None:
-        self._parts: dict[int, dict[int, bytes]] = {}
+        self._parts: dict[int, dict[int, memoryview]] = {}
         self._heads: dict[int, dict[str, object]] = {}
         self._whole: tuple[int, bytes] | None = None
         #: Chunks refused (unreadable header, or a whole version whose checksum did not match).
@@ -122,9 +122,10 @@ class Assembler:
             if named.isdigit() and at.isdigit():
                 self._parts.get(int(named), {}).pop(int(at), None)
             return
-        raw_head, _, piece = value.partition(b"\n")
+        cut = value.find(b"\n")
+        cut = len(value) if cut < 0 else cut  # no line: all head, no piece
         try:
-            head = json.loads(raw_head)
+            head = json.loads(value[:cut])
             version, index, count = int(head["version"]), int(head["index"]), int(head["count"])
         except (ValueError, KeyError, TypeError):
             self.refused += 1
@@ -133,7 +134,7 @@ class Assembler:
             return  # older than what we hold whole
         self._heads[version] = head
         parts = self._parts.setdefault(version, {})
-        parts[index] = piece
+        parts[index] = memoryview(value)[cut + 1 :]  # no copy: the payload is copied once, when whole
         if len(parts) == count:
             payload = b"".join(parts[i] for i in range(count))
             del self._parts[version]

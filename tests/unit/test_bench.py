@@ -12,11 +12,14 @@ from typer.testing import CliRunner
 from streams.bench import core as core_bench
 from streams.bench import merge_section
 from streams.bench.catalog import EmbeddedCatalog
-from streams.bench.core import bench_core, synthetic_workload
+from streams.bench.core import bench_core, build_catalog, synthetic_workload
 from streams.bench.memory import bench_memory
+from streams.bench.snapshot import LOAD, OTHER_ROWS, PUBLISH, fill_models
+from streams.build import build_shared_models
 from streams.cli import app
 from streams.contracts import Event, EventType, Item
 from streams.demo.movielens import MovieLens
+from streams.explore import ThompsonSampling
 from streams.settings import Settings
 
 
@@ -145,3 +148,50 @@ def test_cli_bench_out_before_the_part_is_where_it_writes(tmp_path: Path, monkey
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["rerank"]["k"] == 5
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_fill_models_makes_every_row_as_big_as_a_long_stream_would() -> None:
+    workload = synthetic_workload(300, 0, dim=8)
+    models = build_shared_models(Settings(), build_catalog(workload, Settings()))
+    fill_models(models, users=40, arms=30)
+    assert all(models.covisit.n_neighbours(row) == models.covisit.max_neighbours for row in range(300))
+    assert len(models.mf) == 300 and len(models.mf.state(300)["users"]) == 40
+    assert (models.catalog.popularity() > 0).all()
+    bandit = models.bandit
+    assert isinstance(bandit, ThompsonSampling)
+    prior = bandit.alpha0 + bandit.beta0
+    assert sum(sum(bandit.posterior(str(i))) > prior for i in range(300)) == 30  # arms learned: the first 30
+
+
+def test_cli_snapshot_measures_publish_load_and_serving_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI on a tiny stand-in for MovieLens, and one scale run in its own process (several chunks)."""
+    monkeypatch.setattr(
+        core_bench, "movielens_workload", lambda settings: synthetic_workload(150, 500, users=10, dim=16)
+    )
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"core": {"kept": True}}))
+    args = ["bench", "snapshot", "--out", str(out), "--warmup", "300", "--events", "200", "--repeats", "2"]
+    args += ["--rounds", "2", "--items", "2000", "--scale-users", "50", "--scale-repeats", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "serving cost" in result.output and "byte-equal" in result.output
+    data = json.loads(out.read_text())
+    assert data["core"] == {"kept": True}
+    section = data["snapshot"]
+    assert {"commit", "date", "cores"} <= section["environment"].keys()
+    for snap, repeats in [(section["snapshot"], 2), (section["scale"]["2000"], 1)]:
+        assert snap["byte_equal"] is True
+        assert snap["chunks"] == -(-snap["payload_bytes"] // snap["max_chunk_bytes"])
+        assert sum(snap["array_bytes"].values()) <= snap["payload_bytes"]
+        assert set(snap["median_ms"]) == {*PUBLISH, *LOAD, *OTHER_ROWS}
+        assert all(len(runs) == repeats and min(runs) > 0 for runs in snap["runs_ms"].values())
+        assert snap["publish_ms"] == pytest.approx(sum(snap["median_ms"][s] for s in PUBLISH))
+        assert snap["broker_mb_per_s"] == pytest.approx(snap["payload_bytes"] / 1e6 / snap["snapshot_interval_s"])
+    scaled = section["scale"]["2000"]
+    assert scaled["items"] == 2000 and scaled["mf_users"] == 50 and scaled["chunks"] > 1
+    slots = 2 * scaled["max_neighbours"]
+    assert scaled["array_bytes"]["covisit"] == 2000 * slots * (4 + 8) + 2000 * 8  # every row's slots, and its fill
+    serving = section["serving"]
+    assert len(serving["cpu_ms_per_event"]["both"]) == len(serving["cpu_ms_per_event"]["serve"]) == 2
+    assert serving["both_cpu_ms_per_event"] > 0 and serving["serve_cpu_ms_per_event"] > 0
+    assert serving["lessons_records"] > 0 and serving["lessons_bytes_per_event"] > 0

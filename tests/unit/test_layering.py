@@ -10,7 +10,7 @@ import pytest
 CORE = ["streams.contracts", "streams.interest", "streams.retrieval", "streams.rerank", "streams.recommender",
         "streams.evaluate", "streams.evaluate.run", "streams.evaluate.report", "streams.cli.evaluate",
         "streams.explore", "streams.feedback", "streams.learning", "streams.ranking", "streams.bench.rerank",
-        "streams.bench.core", "streams.build",
+        "streams.bench.core", "streams.bench.snapshot", "streams.build",
         "streams.demo.movielens", "encoders"]
 
 
