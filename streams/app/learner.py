@@ -54,6 +54,7 @@ class Learner:
         self.events: dict[int, int] = {}  # events partition -> offset after the newest event folded
         self.lag = 0
         self._chunks = 0  # chunks of the last published version (tombstoned once the next is whole)
+        self._stale: list[bytes] = []  # chunks of older versions found on the topic at start (tombstoned too)
         self._dirty = False
         #: The snapshot this learner resumed from, and whether its models came back byte-equal to it.
         self.restored: dict[str, Any] | None = None
@@ -75,8 +76,10 @@ class Learner:
             # Before any assignment: the client then asks the broker about every topic, not the assigned ones.
             parts = await topic_partitions(consumer, self.lessons_topic)
             consumer.assign([TopicPartition(self.models_topic, 0)])
-            newest = await read_models(consumer, TopicPartition(self.models_topic, 0), Assembler())
+            assembler = Assembler()
+            newest = await read_models(consumer, TopicPartition(self.models_topic, 0), assembler)
             if newest is not None:
+                self._stale = assembler.older_keys(newest.version)
                 async with self.loader.lock:
                     self.models.announce(newest.arrays["items"])
             self.announced.set()
@@ -177,14 +180,14 @@ class Learner:
         sent = [await producer.send(self.models_topic, value, key=key, partition=0) for key, value in chunks]
         await asyncio.gather(*sent)
         await asyncio.gather(*[await producer.send(self.models_topic, None, key=key, partition=0)
-                               for key in chunk_keys(self.version, self._chunks)])
+                               for key in [*chunk_keys(self.version, self._chunks), *self._stale]])
         if offsets:  # for the group's lag in Kafka's tools; a restart seeks to the snapshot's own offsets
             try:
                 await consumer.commit({TopicPartition(self.lessons_topic, p): OffsetAndMetadata(o, "")
                                        for p, o in offsets.items()})
             except KafkaError as exc:
                 log.warning("offsets of snapshot %d not committed (%r); the snapshot has them", version, exc)
-        self.version, self._chunks, self._dirty = version, len(chunks), False
+        self.version, self._chunks, self._dirty, self._stale = version, len(chunks), False, []
         self.metrics.snapshot("published", version, len(payload))
         log.info("published snapshot %d: %.1f MB in %d chunks, %d lessons records", version, len(payload) / 1e6,
                  len(chunks), self.records)

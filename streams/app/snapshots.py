@@ -28,9 +28,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: A serving worker's own lessons kept for the next snapshot (batches; the oldest go first): while the
+#: A serving worker's own lessons kept for the next snapshot, in bytes (the oldest go first): while the
 #: learner is away they pile up, and the learner folds them from the topic when it is back anyway.
-MAX_OWN_LESSONS = 10_000
+MAX_OWN_BYTES = 64 << 20
 
 
 async def read_models(consumer: AIOKafkaConsumer, tp: TopicPartition, assembler: Assembler) -> Snapshot | None:
@@ -73,12 +73,16 @@ class SnapshotFollower:
         self._started = time.time()
         self._refused = 0  # the newest version that could not be loaded (not tried again)
         #: This worker's lessons no snapshot served includes yet: (events partition, next offset, lessons).
-        self._own: collections.deque[tuple[int, int, Lessons]] = collections.deque(maxlen=MAX_OWN_LESSONS)
+        self._own: collections.deque[tuple[int, int, Lessons]] = collections.deque()
+        self._own_bytes = 0
         metrics.track_models(self.age_s, self.events_behind)
 
     def own(self, partition: int, next_offset: int, lessons: Lessons) -> None:
         """This worker published ``lessons`` of events partition ``partition`` up to ``next_offset``."""
         self._own.append((partition, next_offset, lessons))
+        self._own_bytes += lessons.nbytes
+        while self._own_bytes > MAX_OWN_BYTES:
+            self._own_bytes -= self._own.popleft()[2].nbytes
 
     def age_s(self) -> float:
         """Seconds since the served snapshot was made (since this worker started, before the first one)."""
@@ -140,9 +144,8 @@ class SnapshotFollower:
             missing = [lessons for p, offset, lessons in self._own if offset > snap.events.get(p, 0)]
             for lessons in missing:  # this worker's own, learned in place before: on top of the snapshot again
                 models.learn(lessons)
-            self._own = collections.deque(
-                ((p, o, one) for p, o, one in self._own if o > snap.events.get(p, 0)), maxlen=MAX_OWN_LESSONS
-            )
+            self._own = collections.deque((p, o, one) for p, o, one in self._own if o > snap.events.get(p, 0))
+            self._own_bytes = sum(one.nbytes for *_, one in self._own)
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
         self.metrics.snapshot("loaded", version, len(payload))
         log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", version,

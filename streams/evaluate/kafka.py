@@ -35,7 +35,7 @@ from streams.settings import Settings
 SPLIT_PARTITIONS = 4
 #: How often the learner publishes during a replay: the replay runs years of events in minutes, so the
 #: production default (30 s) would leave the workers a large share of the stream behind.
-REPLAY_SNAPSHOT_INTERVAL_S = 1.0
+REPLAY_SNAPSHOT_INTERVAL_S = 0.2
 
 
 def run_settings(settings: Settings, workers: int = 1) -> Settings:

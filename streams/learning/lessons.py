@@ -92,6 +92,11 @@ class Lessons:
         """Lessons of every kind."""
         return len(self.users) + len(self.rank_event) + len(self.reward_items)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold."""
+        return sum(getattr(self, f.name).nbytes for f in fields(self))
+
     def recent_of(self, i: int) -> list[str]:
         """Engagement ``i``'s recent items, oldest first."""
         start = int(self.recent_len[:i].sum())

@@ -114,10 +114,12 @@ class Assembler:
         self._whole: tuple[int, bytes] | None = None
         #: Chunks refused (unreadable header, or a whole version whose checksum did not match).
         self.refused = 0
+        self._live: dict[bytes, int] = {}  # every chunk key on the topic not tombstoned -> its version
 
     def add(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the models topic (a tombstone, ``value is None``, drops its chunk)."""
         if value is None:
+            self._live.pop(key or b"", None)
             named, _, at = (key or b"").decode(errors="replace").partition("/")
             if named.isdigit() and at.isdigit():
                 self._parts.get(int(named), {}).pop(int(at), None)
@@ -130,6 +132,7 @@ class Assembler:
         except (ValueError, KeyError, TypeError):
             self.refused += 1
             return
+        self._live[key or b""] = version
         if self._whole is not None and version <= self._whole[0]:
             return  # older than what we hold whole
         self._heads[version] = head
@@ -148,3 +151,8 @@ class Assembler:
     def latest(self) -> tuple[int, bytes] | None:
         """``(version, payload)`` of the newest whole snapshot, if any."""
         return self._whole
+
+    def older_keys(self, version: int) -> list[bytes]:
+        """The keys still on the topic of chunks of versions before ``version`` (left by a learner that
+        died between publishing a snapshot and tombstoning the one before): to tombstone."""
+        return [key for key, v in self._live.items() if v < version]

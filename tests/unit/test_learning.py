@@ -170,6 +170,8 @@ def test_the_reader_takes_only_a_whole_snapshot_whose_checksum_matches() -> None
     for key, tombstone_or_value in records:  # v1 tombstoned after v2
         again.add(key, tombstone_or_value)
     latest = again.latest()
+    assert again.older_keys(2) == [], "v1 tombstoned: nothing older left on the topic"
+    assert reader.older_keys(2) == chunk_keys(1, len(to_chunks(old, 1, max_bytes=300))), "v1 left: to tombstone"
     assert latest is not None and latest[0] == 2 and decode(latest[1]).arrays["x"][1] == 2.0
 
 
