@@ -22,12 +22,14 @@ def evaluate(
     batch_size: int = typer.Option(100, help="Events per micro-batch; global models learn once per batch"),
     through_kafka: bool = typer.Option(False, help="Replay the policies through local Kafka and a real worker"),
     dump_recs: str = typer.Option("", help="Write every scored list as a JSON line to this file"),
+    ablation: bool = typer.Option(True, help="Also run `relevance` without each candidate source and feature group"),
 ) -> None:
     """Replay a dataset through baselines and every policy; relevance and diversity side by side."""
     from threadpoolctl import threadpool_limits
 
     from streams.bench import environment
     from streams.evaluate import prepare, progress_bar, run_evaluation, system_names, write_outputs
+    from streams.evaluate.ablation import POLICY, ablation_names
     from streams.settings import Settings
 
     threadpool_limits(1)  # as the worker: one BLAS thread, so both modes compute alike
@@ -40,6 +42,8 @@ def evaluate(
         [float(x) for x in lambdas.split(",") if x.strip()],
         settings,
     )
+    if ablation and POLICY in names:
+        names += ablation_names()
     with progress_bar() as progress:
         ev = prepare(dataset, settings, sample_users or None, seed, progress)
         sources = None
