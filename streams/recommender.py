@@ -80,6 +80,9 @@ class ListTrace:
     reranker: str
     pool: Counter[str]  # candidates by source, after de-duplication
     rerank_s: float
+    #: The candidates themselves: catalog rows and their source (an index into :data:`SOURCES`), for
+    #: the evaluation's pool recall (no copy: the arrays the ranker learns from).
+    candidates: tuple[Rows, npt.NDArray[np.int8]] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ class Recommender:
             lists.append(self._explore(p, exploit, len(seen[b]), pool.seen[b]))
             counts = np.bincount(pool.source[b][pool.valid[b]], minlength=len(SOURCES))
             pool_mix = Counter({SOURCES[i]: int(c) for i, c in enumerate(counts) if c})
-            traces.append(ListTrace(p.policy.name, p.policy.reranker.name, pool_mix, rerank_s[b]))
+            traces.append(ListTrace(p.policy.name, p.policy.reranker.name, pool_mix, rerank_s[b], p.pool[:2]))
         return lists, traces
 
     def _similar(

@@ -27,12 +27,14 @@ def evaluate(
         "worker learns the shared models from its own partitions)"
     ),
     dump_recs: str = typer.Option("", help="Write every scored list as a JSON line to this file"),
+    ablation: bool = typer.Option(True, help="Also run `relevance` without each candidate source and feature group"),
 ) -> None:
     """Replay a dataset through baselines and every policy; relevance and diversity side by side."""
     from threadpoolctl import threadpool_limits
 
     from streams.bench import environment
     from streams.evaluate import prepare, progress_bar, run_evaluation, system_names, write_outputs
+    from streams.evaluate.ablation import POLICY, ablation_names
     from streams.settings import Settings
 
     threadpool_limits(1)  # as the worker: one BLAS thread, so both modes compute alike
@@ -45,6 +47,8 @@ def evaluate(
         [float(x) for x in lambdas.split(",") if x.strip()],
         settings,
     )
+    if ablation and POLICY in names:
+        names += ablation_names()
     with progress_bar() as progress:
         ev = prepare(dataset, settings, sample_users or None, seed, progress)
         sources = None

@@ -23,7 +23,7 @@ from streams.contracts import Event, EventType, Recommendation
 from streams.evaluate.metrics import ScoredList
 
 if TYPE_CHECKING:
-    from streams.recommender import BatchResult
+    from streams.recommender import BatchResult, ListTrace
 
 #: A rating at or above this is a positive engagement; every rating is a view.
 POSITIVE_RATING = 4.0
@@ -69,14 +69,17 @@ def replay(
     batch_size: int,
     store: MutableMapping[bytes, bytes] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_traces: Callable[[Sequence[Event], Sequence[ListTrace]], None] | None = None,
 ) -> Iterator[tuple[Event, Recommendation]]:
     """Feed ``events`` in order, ``batch_size`` at a time, as the worker does; yield each event with the
-    list published after it. ``on_batch(n)`` reports progress."""
+    list published after it. ``on_batch(n)`` reports progress; ``on_traces`` gets each batch's traces."""
     store = {} if store is None else store
     for start in range(0, len(events), batch_size):
         batch = events[start : start + batch_size]
         result = system.process([(e.user_id.encode(), e) for e in batch], store)
         store.update(result.states)
+        if on_traces is not None:
+            on_traces(batch, result.traces)
         yield from zip(batch, result.lists, strict=True)
         if on_batch is not None:
             on_batch(len(batch))

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.evaluate.ablation import POLICY, PREFIX
 from streams.evaluate.baselines import BASELINES
 from streams.evaluate.metrics import METRICS
 from streams.evaluate.run import SWEPT
+from streams.recommender import SOURCES
 from streams.settings import Settings
 
 Table = Mapping[str, Mapping[str, float]]
@@ -117,7 +119,36 @@ def markdown(result: Mapping[str, Any], seconds: Mapping[str, float], settings: 
     lines += ["", "Goals:", ""]
     for g in goals(table, settings, full=not result["protocol"].get("sample_users")):
         lines.append(f"- {'**met**' if g.met else '**not met**'}: {g.text}: {g.detail}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + recall_and_ablation(result)) + "\n"
+
+
+def recall_and_ablation(result: Mapping[str, Any]) -> list[str]:
+    """The pool recall of :data:`~streams.evaluate.ablation.POLICY` and the ablation, as markdown lines
+    (none for what the run did not measure)."""
+    recall: Mapping[str, Mapping[str, float]] = result.get("pool_recall", {})
+    ablated: Table = result.get("ablation", {})
+    lines: list[str] = []
+    if POLICY in recall:
+        mine = recall[POLICY]
+        lines += [
+            "", f"Pool recall of `{POLICY}` (share of positive engagements whose item was among the candidates of "
+            "the list the user saw before, by the source that offered it; the candidate pool is the same for "
+            "every policy):", "",
+            "| total | " + " | ".join(SOURCES) + " |", "| --- " * (len(SOURCES) + 1) + "|",
+            f"| {mine['total']:.4f} | " + " | ".join(f"{mine[s]:.4f}" for s in SOURCES) + " |",
+        ]
+    full = result["policies"].get(POLICY)
+    if ablated and full is not None:
+        lines += [
+            "", f"Ablation: `{POLICY}` without one candidate source or one group of the ranker's features:", "",
+            "| system | NDCG@10 | vs full | HR@10 | pool recall |", "| --- | --- | --- | --- | --- |",
+        ]
+        for name, m in {POLICY: full, **ablated}.items():
+            change = m["ndcg@10"] / full["ndcg@10"] - 1 if full["ndcg@10"] else 0.0
+            pool = f"{recall[name]['total']:.4f}" if name in recall else ""
+            label = "(full)" if name == POLICY else name.removeprefix(PREFIX)
+            lines.append(f"| {label} | {m['ndcg@10']:.4f} | {change:+.1%} | {m['hr@10']:.4f} | {pool} |")
+    return lines
 
 
 def pareto_plot(table: Table, settings: Settings, path: Path) -> None:

@@ -14,10 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streams.build import build_recommender
 from streams.contracts import Event, Item, Recommendation
+from streams.evaluate import ablation
 from streams.evaluate.baselines import BASELINES, make_baseline
 from streams.evaluate.data import build_catalog, catalog_vectors, load_dataset, sample_users
 from streams.evaluate.metrics import RunMetrics
 from streams.evaluate.protocol import N_TARGETS, POSITIVE_RATING, Prequential, System, replay
+from streams.evaluate.recall import PoolRecall
 from streams.policies import POLICY_NAMES
 from streams.retrieval import Catalog
 from streams.settings import Settings
@@ -58,6 +60,8 @@ def make_system(name: str, settings: Settings, catalog: Catalog) -> System:
     """A fresh system (nothing learned yet) for a name of :func:`system_names`."""
     if name in BASELINES:
         return make_baseline(name, settings, catalog)
+    if name.startswith(ablation.PREFIX):
+        return ablation.ablate(name, build_recommender(policy_settings(ablation.POLICY, settings), catalog))
     return build_recommender(policy_settings(name, settings), catalog)
 
 
@@ -80,6 +84,8 @@ class Evaluation:
     settings: Settings
     vectors: Any
     protocol: dict[str, Any] = field(default_factory=dict)
+    #: Each streamrec system's pool recall, from its in-process replay.
+    pool_recall: dict[str, PoolRecall] = field(default_factory=dict)
 
     def catalog(self) -> Catalog:
         return build_catalog(self.items, self.vectors, self.settings)
@@ -89,7 +95,8 @@ class Evaluation:
     ) -> Iterator[tuple[Event, Recommendation]]:
         """The lists the system publishes when driven in-process, as the worker drives it."""
         system = make_system(name, self.settings, catalog)
-        return replay(system, self.events, self.settings.batch_size, on_batch=advance)
+        recall = self.pool_recall[name] = PoolRecall(lambda item: catalog.row(item) if item in catalog else None)
+        return replay(system, self.events, self.settings.batch_size, on_batch=advance, on_traces=recall.feed)
 
     def score(
         self, name: str, source: Source, advance: Callable[[int], None], dump: IO[str] | None = None
@@ -149,7 +156,8 @@ def run_evaluation(
     dump_path: Path | None = None,
     sources: dict[str, Source] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Score every named system; returns ``metrics.json``'s content and each system's seconds.
+    """Score every named system; returns ``metrics.json``'s content and each system's seconds. Ablations
+    (:func:`~streams.evaluate.ablation.ablation_names`) go under ``ablation``, not among the policies.
 
     ``sources`` overrides where a system's lists come from (``--through-kafka``); the default is
     the in-process replay.
@@ -175,4 +183,12 @@ def run_evaluation(
     if last is not None:
         protocol["lists_scored"] = sum(1 for _ in last.targets) - last.cold
         protocol["cold_positives"] = last.cold
-    return {"dataset": ev.dataset, "protocol": protocol, "events": len(ev.events), "policies": results}, seconds
+    ablated = [n for n in results if n.startswith(ablation.PREFIX)]
+    out: dict[str, Any] = {
+        "dataset": ev.dataset, "protocol": protocol, "events": len(ev.events),
+        "policies": {n: m for n, m in results.items() if n not in ablated},
+        "pool_recall": {n: r.summary() for n, r in ev.pool_recall.items() if n in results and r.positives},
+    }
+    if ablated:
+        out["ablation"] = {n: results[n] for n in ablated}
+    return out, seconds
