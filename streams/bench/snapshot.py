@@ -324,17 +324,14 @@ def fill_models(models: SharedModels, users: int, arms: int, seed: int = 0) -> N
     context = catalog.vectors[explored] if models.bandit.contextual else None
     models.bandit.learn_many(catalog.ids(explored), rng.integers(0, 2, len(explored)).tolist(), context)
     state = models.state()
-    keep, slots = models.covisit.max_neighbours, 2 * models.covisit.max_neighbours
-    nbr = np.full((n, slots), -1, np.int32)
-    nbr[:, :keep] = rng.integers(0, n, (n, keep), dtype=np.int32)
-    w = np.zeros((n, slots))
-    w[:, :keep] = rng.exponential(1.0, (n, keep))
+    keep = models.covisit.max_neighbours
     factors = models.mf.n_factors
     state.update(
         {
             "popularity": rng.exponential(1.0, n),
-            "covisit.nbr": nbr,
-            "covisit.w": w,
+            # ragged, as CoVisitation.state writes it: each row's `keep` neighbours one after another
+            "covisit.nbr": rng.integers(0, n, n * keep, dtype=np.int32),
+            "covisit.w": rng.exponential(1.0, n * keep),
             "covisit.fill": np.full(n, keep, np.int64),
             "mf.users": np.array([f"u{i}" for i in range(users)], np.str_),
             "mf.u": rng.normal(0.0, 0.1, (users, factors)).astype(np.float32),

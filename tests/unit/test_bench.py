@@ -189,8 +189,8 @@ def test_cli_snapshot_measures_publish_load_and_serving_cost(tmp_path: Path, mon
         assert snap["broker_mb_per_s"] == pytest.approx(snap["payload_bytes"] / 1e6 / snap["snapshot_interval_s"])
     scaled = section["scale"]["2000"]
     assert scaled["items"] == 2000 and scaled["mf_users"] == 50 and scaled["chunks"] > 1
-    slots = 2 * scaled["max_neighbours"]
-    assert scaled["array_bytes"]["covisit"] == 2000 * slots * (4 + 8) + 2000 * 8  # every row's slots, and its fill
+    keep = scaled["max_neighbours"]
+    assert scaled["array_bytes"]["covisit"] == 2000 * keep * (4 + 8) + 2000 * 8  # every row's neighbours, its fill
     serving = section["serving"]
     assert len(serving["cpu_ms_per_event"]["both"]) == len(serving["cpu_ms_per_event"]["serve"]) == 2
     assert serving["both_cpu_ms_per_event"] > 0 and serving["serve_cpu_ms_per_event"] > 0
