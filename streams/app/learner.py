@@ -157,6 +157,7 @@ class Learner:
             self.offsets[r.partition] = r.offset + 1
         if any(item not in self.models.catalog for one in lessons for item in one.items.tolist()):
             await self.loader.read_items_to_end()  # an item produced just before its events
+
         def learn() -> None:
             for one in lessons:
                 self.models.learn(one)
