@@ -1,5 +1,5 @@
-"""The shared models' snapshots (issue #17): how big they are, how long publishing and loading one take,
-and what a serving worker pays per event for writing its lessons down instead of learning them.
+"""The shared models' snapshots: how big they are, how long publishing and loading one take,
+and what a serving worker pays per event for writing its lessons down for the learner.
 
 **Snapshot** (MovieLens, as ``bench core`` warms it; ``--items N``: a synthetic catalog in a fresh
 process): every step the learner and a serving worker take with a snapshot, each timed alone (wall
@@ -18,8 +18,8 @@ RSS: after the catalog, the models' growth, and the peak growth while publishing
 (the peak is reset between the two through ``/proc/self/clear_refs``).
 
 **Serving cost**: the warmed MovieLens recommender (deep copies) replays the same ``events`` at batch
-100 as role ``both`` (``learn=True``: it learns in place) and as role ``serve`` (``learn=False``, and
-each batch's lessons encoded as a serving worker does: one ``to_record`` per input partition),
+100 as role ``both`` (it learns in place) and as role ``serve`` (it learns its own batches in place
+too, and each batch's lessons are encoded as a serving worker does: one ``to_record`` per input partition),
 alternating (the order swapped every round); CPU ms per event around ``process`` and the encoding.
 """
 
@@ -235,14 +235,14 @@ def serving_cost(
     rounds: int,
     advance: Advance | None = None,
 ) -> dict[str, Any]:
-    """CPU ms per event at batch 100, role ``both`` (learning in place) against role ``serve`` (lessons
-    encoded instead), alternating on deep copies of the same warmed recommender and store."""
+    """CPU ms per event at batch 100, role ``both`` (learning in place) against role ``serve`` (learning its
+    own batches in place too, and encoding their lessons for the learner), alternating on deep copies of
+    the same warmed recommender and store."""
     cpu: dict[str, list[float]] = {"both": [], "serve": []}
     sizes: list[int] = []
     for r in range(rounds):
         for role in ("both", "serve") if r % 2 == 0 else ("serve", "both"):
             mine, states = copy.deepcopy(recommender), dict(store)
-            mine.learn = role == "both"
             written: list[int] = []
             then = lessons_encoder(partitions, written) if role == "serve" else None
             timed = time_batches(mine, states, events, PROFILE_BATCH, advance, then)

@@ -129,6 +129,8 @@ async def test_two_serving_workers_and_a_learner_one_killed_mid_stream(
         await collector.stop()
     lists = Counter(rec.event_id for _, rec in collector.received)
     assert set(lists) == {e.event_id for e in events}, "every event has a list"
+    if guarantee == "exactly_once":  # a reader of committed data sees each list once
+        assert max(lists.values()) == 1, "a list published twice under exactly-once"
     # Folded exactly once: the newest snapshot counts every lessons record on the topic, no more.
     await asyncio.sleep(2 * base.snapshot_interval_s)
     snap = await newest_snapshot(base)
