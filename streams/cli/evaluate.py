@@ -26,6 +26,7 @@ def evaluate(
         True, help="--through-kafka with --workers > 1: serve from one learner's snapshots (--no-learner: each "
         "worker learns the shared models from its own partitions)"
     ),
+    rate: float = typer.Option(0.0, min=0.0, help="--through-kafka: events offered per second (0: as fast as can)"),
     dump_recs: str = typer.Option("", help="Write every scored list as a JSON line to this file"),
     ablation: bool = typer.Option(True, help="Also run `relevance` without each candidate source and feature group"),
 ) -> None:
@@ -55,7 +56,7 @@ def evaluate(
         if through_kafka:
             from streams.evaluate.kafka import kafka_sources
 
-            sources = kafka_sources(ev, names, workers, learner)
+            sources = kafka_sources(ev, names, workers, learner, rate)
         result, seconds = run_evaluation(ev, names, progress, Path(dump_recs) if dump_recs else None, sources)
     elapsed = time.perf_counter() - started
     command = "streamrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -63,7 +64,8 @@ def evaluate(
         f"# Replay evaluation: {dataset}\n\n"
         f"`{command}`: {result['events']:,} events of {ev.protocol['users']} users, "
         f"{result['protocol'].get('lists_scored', 0):,} lists scored per system, micro-batches of "
-        f"{settings.batch_size}, {mode(through_kafka, workers, learner)}; "
+        f"{settings.batch_size}, {mode(through_kafka, workers, learner)}"
+        f"{f' at {rate:g} events/s' if through_kafka and rate else ''}; "
         f"{elapsed / 60:.1f} min on {env['cores']} cores at commit `{env['commit']}` ({env['date'][:10]}). "
         "Protocol: docs/evaluation.md."
     )

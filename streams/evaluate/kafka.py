@@ -62,9 +62,11 @@ async def published_through_kafka(
     timeout_s: float | None = None,
     workers: int = 1,
     learner: bool = False,
+    rate: float = 0.0,
 ) -> list[Recommendation]:
     """Every list real workers with ``settings`` publish for ``events``, in event order: ``workers``
-    processes, serving from one more process's snapshots if ``learner``, else each learning itself.
+    processes, serving from one more process's snapshots if ``learner``, else each learning itself;
+    ``rate`` > 0 offers the events at that many per second.
 
     ``settings`` should come from :func:`run_settings` (fresh topics).
     """
@@ -89,7 +91,7 @@ async def published_through_kafka(
                     process.wait_until, lambda st: st["catalog_ready"] and st["items"] >= len(items), 300,
                     "catalog loaded",
                 )
-            await produce(s.kafka_bootstrap, s.topic_events, ((e.user_id, e) for e in events))
+            await produce(s.kafka_bootstrap, s.topic_events, ((e.user_id, e) for e in events), rate=rate)
             loop = asyncio.get_running_loop()
             timeout_s = timeout_s or 120.0 + 0.1 * len(events)  # generous: the machine may be shared
             deadline = loop.time() + timeout_s
@@ -122,20 +124,24 @@ def roles(settings: Settings, workers: int, learner: bool) -> list[Settings]:
 
 
 def _through_kafka(
-    ev: Evaluation, workers: int, learner: bool, name: str, catalog: Catalog, advance: Callable[[int], None]
+    ev: Evaluation, workers: int, learner: bool, rate: float, name: str, catalog: Catalog,
+    advance: Callable[[int], None],
 ) -> Iterable[tuple[Event, Recommendation]]:
     settings = run_settings(policy_settings(name, ev.settings), workers)
     with local_kafka(settings):
         recs = asyncio.run(
             published_through_kafka(
-                settings, ev.items, ev.vectors, ev.events, advance, workers=workers, learner=learner
+                settings, ev.items, ev.vectors, ev.events, advance, workers=workers, learner=learner, rate=rate
             )
         )
     return zip(ev.events, recs, strict=True)
 
 
-def kafka_sources(ev: Evaluation, names: Iterable[str], workers: int = 1, learner: bool = True) -> dict[str, Source]:
+def kafka_sources(
+    ev: Evaluation, names: Iterable[str], workers: int = 1, learner: bool = True, rate: float = 0.0
+) -> dict[str, Source]:
     """Where ``run_evaluation`` takes each policy's lists from in ``--through-kafka`` mode: one worker, or
-    ``workers`` serving from one learner's snapshots (``learner``) or each learning its own models."""
-    through = functools.partial(_through_kafka, ev, workers, learner and workers > 1)
+    ``workers`` serving from one learner's snapshots (``learner``) or each learning its own models; the
+    events offered at ``rate`` per second (0: as fast as they go)."""
+    through = functools.partial(_through_kafka, ev, workers, learner and workers > 1, rate)
     return {name: through for name in names if name not in BASELINES}
