@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from streams.harness import WorkerProcess
 from streams.local.kafka import KafkaBroker
 from streams.local.triton import TritonServer
 from tests.integration.servers import running_kafka, running_triton
@@ -21,3 +22,12 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     yield from running_triton(tmp_path_factory.mktemp("triton"))
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Every worker a test starts, stopped at teardown whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()

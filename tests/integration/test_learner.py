@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from streams.contracts import Event, Item
 from streams.contracts.topics import lessons_topic_name, models_topic_name
-from streams.demo.movielens import load_movielens
+from streams.demo.movielens import most_rated
 from streams.harness import WorkerProcess, produce, read_records
 from streams.interest import engagement_weight
 from streams.learning.lessons import from_record
@@ -38,17 +37,8 @@ N_ITEMS = 200
 @pytest.fixture(scope="module")
 def stream() -> tuple[list[Item], list[Event]]:
     """The 200 most-rated movies and the first 6,000 of their ratings, oldest first."""
-    data = load_movielens()
-    top = {item for item, _ in Counter(e.item_id for e in data.events).most_common(N_ITEMS)}
-    return [it for it in data.items if it.item_id in top], [e for e in data.events if e.item_id in top][:6_000]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
+    data = most_rated(N_ITEMS)
+    return data.items, data.events[:6_000]
 
 
 def role(settings: Settings, tmp_path: Path, name: str, kind: str) -> Settings:

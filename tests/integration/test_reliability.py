@@ -22,7 +22,7 @@ from streams.app.catalog import CatalogLoader
 from streams.app.stamps import unstamp
 from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType, Item, vectors_topic_name
-from streams.demo.movielens import load_movielens
+from streams.demo.movielens import most_rated
 from streams.harness import (
     RecommendationCollector,
     WorkerProcess,
@@ -47,9 +47,8 @@ N_ITEMS = 300
 @pytest.fixture(scope="module")
 def movielens() -> tuple[list[Item], list[Event]]:
     """The 300 most-rated movies and, oldest first, every rating of them (about 30,000)."""
-    data = load_movielens()
-    top = {item for item, _ in Counter(e.item_id for e in data.events).most_common(N_ITEMS)}
-    return [it for it in data.items if it.item_id in top], [e for e in data.events if e.item_id in top]
+    data = most_rated(N_ITEMS)
+    return data.items, data.events
 
 
 def make_settings(kafka: KafkaBroker, tmp_path: Path, **overrides: object) -> Settings:
@@ -79,15 +78,6 @@ async def open_run(
     )
     await collector.start()
     return settings, collector
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Every worker a test starts, stopped at teardown whatever happened."""
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def launch(settings: Settings, log: Path, workers: list[WorkerProcess]) -> WorkerProcess:

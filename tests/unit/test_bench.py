@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,20 +119,27 @@ def test_core_refuses_more_events_than_the_workload_has() -> None:
         bench_core(synthetic_workload(50, 100, users=5, dim=8), Settings(), warmup=80, events=40)
 
 
+def invoke_bench(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, part: str, workload: Any, args: list[str]
+) -> tuple[str, dict[str, Any]]:
+    """``streamrec bench <part> --out X args`` with ``workload`` standing in for MovieLens, into a
+    bench.json that holds another part already (kept): its output and the JSON."""
+    monkeypatch.setattr(core_bench, "movielens_workload", lambda settings: workload)
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"other": {"kept": True}}))
+    result = CliRunner().invoke(app, ["bench", part, "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(out.read_text())
+    assert data["other"] == {"kept": True}
+    return result.output, data
+
+
 def test_cli_core_merges_batches_profile_and_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI on a tiny stand-in for MovieLens, and one scale run in its own process."""
-    monkeypatch.setattr(
-        core_bench, "movielens_workload", lambda settings: synthetic_workload(150, 300, users=10, dim=16)
-    )
-    out = tmp_path / "bench.json"
-    out.write_text(json.dumps({"rerank": {"kept": True}}))
-    args = ["bench", "core", "--out", str(out), "--warmup", "150", "--events", "100", "--batches", "1,100"]
+    args = ["--warmup", "150", "--events", "100", "--batches", "1,100"]
     args += ["--items", "300", "--indexes", "exact", "--scale-warmup", "100", "--scale-events", "100"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "core profile" in result.output
-    data = json.loads(out.read_text())
-    assert data["rerank"] == {"kept": True}
+    output, data = invoke_bench(monkeypatch, tmp_path, "core", synthetic_workload(150, 300, users=10, dim=16), args)
+    assert "core profile" in output
     core = data["core"]
     assert {"commit", "date", "cores"} <= core["environment"].keys()
     assert set(core["batches"]) == {"1", "100"} and core["profile"]
@@ -165,18 +173,11 @@ def test_fill_models_makes_every_row_as_big_as_a_long_stream_would() -> None:
 
 def test_cli_snapshot_measures_publish_load_and_serving_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI on a tiny stand-in for MovieLens, and one scale run in its own process (several chunks)."""
-    monkeypatch.setattr(
-        core_bench, "movielens_workload", lambda settings: synthetic_workload(150, 500, users=10, dim=16)
-    )
-    out = tmp_path / "bench.json"
-    out.write_text(json.dumps({"core": {"kept": True}}))
-    args = ["bench", "snapshot", "--out", str(out), "--warmup", "300", "--events", "200", "--repeats", "2"]
+    args = ["--warmup", "300", "--events", "200", "--repeats", "2"]
     args += ["--rounds", "2", "--items", "2000", "--scale-users", "50", "--scale-repeats", "1"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "serving cost" in result.output and "byte-equal" in result.output
-    data = json.loads(out.read_text())
-    assert data["core"] == {"kept": True}
+    workload = synthetic_workload(150, 500, users=10, dim=16)
+    output, data = invoke_bench(monkeypatch, tmp_path, "snapshot", workload, args)
+    assert "serving cost" in output and "byte-equal" in output
     section = data["snapshot"]
     assert {"commit", "date", "cores"} <= section["environment"].keys()
     for snap, repeats in [(section["snapshot"], 2), (section["scale"]["2000"], 1)]:
