@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     if serving_only:
         outputs += [topic(lessons_topic_name(s)), models_topic(app, s)]
     guarantee = declare_guarantee(app, s, kafka, outputs)
-    app.on_before_shutdown.connect(guarantee.on_shutdown)
 
     catalog = make_catalog(s, EMBEDDING_DIM)
     recommender = build_recommender(s, catalog)
@@ -105,6 +104,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def recommend_events(stream: StreamT[bytes]) -> None:
         await events_input.run(stream, s.batch_size, s.batch_timeout_s)
 
+    async def before_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Faust sends this once the partitions are paused, before its consumer leaves the group: the
+        # batches in hand are finished and committed first, then the guarantee lets its producers go.
+        for agent_input in (items_input, events_input):
+            await agent_input.drain()
+        await guarantee.on_shutdown(sender, *args, signal=signal, **kwargs)
+
     async def commit_handled() -> None:  # what the last batches before a quiet spell handled
         for agent_input in (items_input, events_input):
             await agent_input.commit()
@@ -119,6 +125,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     # 503 until every item on the items topic has its vector (and, serving only, the snapshot is loaded)
     status_pages(app, status, lambda: loader.caught_up and (follower is None or follower.ready.is_set()))
+    app.on_before_shutdown.connect(before_shutdown)
     app.task(load_catalog)
     if follower is not None:
         app.task(follower.run)

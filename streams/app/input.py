@@ -65,6 +65,7 @@ class Input:
         self.next: dict[TopicPartition, int] = {}  # the next offset to handle
         self._last_commit = time.monotonic()
         self._commit_lock = asyncio.Lock()
+        self._in_hand: asyncio.Future[None] | None = None  # the batch being handled, if any
         guarantee.when_revoked(self.forget)
 
     def forget(self, revoked: Iterable[TopicPartition]) -> None:
@@ -83,7 +84,9 @@ class Input:
             async for events in cast(Stream[Any], stream).take_events(size, within=within_s):
                 faust_internals.report_in(self.app, events)
                 generation = self.guarantee.generation()
-                task = asyncio.ensure_future(self._handle([Record.of_event(ev) for ev in events], generation))
+                task = self._in_hand = asyncio.ensure_future(
+                    self._handle([Record.of_event(ev) for ev in events], generation)
+                )
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError:
@@ -146,6 +149,14 @@ class Input:
         async with self._commit_lock:
             self._last_commit = time.monotonic()
             await self.guarantee.commit(self.next)
+
+    async def drain(self) -> None:
+        """Finish the batch in hand and commit what was handled: at a stop, before the consumer leaves the
+        group (Faust stops it before the agents' own cleanup has run, and a partition no longer assigned
+        is not committed)."""
+        if self._in_hand is not None and not self._in_hand.done():
+            await asyncio.wait([self._in_hand])
+        await self.commit(force=True)
 
     async def stop(self) -> None:
         await self.reader.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -137,3 +138,24 @@ async def test_nothing_is_handled_again_after_a_rebalance() -> None:
     await broker._handle([record(P0, 0), record(P0, 1)], 0)
     assert len(broker.handled_batches) == 1 and output.published == [{}]
     assert P0 not in broker.next  # the partition's owner reads the events again
+
+
+async def test_a_stop_finishes_the_batch_in_hand_and_commits_it() -> None:
+    broker = BrokerLog({P0: 3}, committed={})
+    release = asyncio.Event()
+    plain_work = broker.work
+
+    async def slow(batch: Any) -> Outbox:  # the recommender still busy when SIGTERM arrives
+        await release.wait()
+        return await plain_work(batch)
+
+    broker.work = slow
+    output = broker.guarantee
+    assert isinstance(output, Publishes)
+    broker._in_hand = asyncio.ensure_future(broker._handle([record(P0, o) for o in range(3)], 0))
+    draining = asyncio.ensure_future(broker.drain())
+    await asyncio.sleep(0.01)
+    assert not draining.done() and output.commits == [], "nothing committed while the batch is in hand"
+    release.set()
+    await draining
+    assert output.commits[-1] == {P0: 3}, "the stop commits the batch it waited for"
