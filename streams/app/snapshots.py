@@ -108,7 +108,8 @@ class SnapshotFollower:
                     self.make_models().announce(newest.arrays["items"])
             self.announced.set()
             await self.loader.ready.wait()
-            await self._take(assembler)
+            if newest is not None:
+                await self._load(newest)
             if newest is not None and self.serving is not None and self.serving.version == newest.version:
                 async with self.loader.lock:
                     equal = digest(self.recommender.shared().state()) == digest(newest.arrays)
@@ -124,29 +125,40 @@ class SnapshotFollower:
             await consumer.stop()
 
     async def _take(self, assembler: Assembler) -> None:
+        """Load the assembler's newest whole snapshot if it is newer than the one served (and not refused)."""
         latest = assembler.latest()
         if latest is None or latest[0] <= max(self.serving.version if self.serving else 0, self._refused):
             return
-        version, payload = latest
+        try:
+            snap = await asyncio.to_thread(decode, latest[1])
+        except (ValueError, KeyError, OSError) as exc:
+            self._refuse(latest[0], exc)
+            return
+        await self._load(snap)
+
+    def _refuse(self, version: int, exc: Exception) -> None:
+        log.error("snapshot %d not loaded, serving the one before: %r", version, exc)
+        self._refused = version
+
+    async def _load(self, snap: Snapshot) -> None:
+        """Load ``snap`` into new models off the loop, then swap them in between two batches with this
+        worker's own lessons the snapshot does not include yet learned again on top."""
         started = time.perf_counter()
         try:
-            snap = await asyncio.to_thread(decode, payload)
             models = self.make_models()
             async with self.loader.lock:  # the catalog's rows, read while no upsert runs
                 remap = models.remap(snap.arrays["items"])
             popularity = await asyncio.to_thread(models.load_state, snap.arrays, remap)
         except (ValueError, KeyError, OSError) as exc:  # e.g. a learner of another version: keep serving
-            log.error("snapshot %d not loaded, serving the one before: %r", version, exc)
-            self._refused = version
+            self._refuse(snap.version, exc)
             return
         async with self.loader.lock:  # between two batches
             self.recommender.use(models, popularity)
-            missing = [lessons for p, offset, lessons in self._own if offset > snap.events.get(p, 0)]
-            for lessons in missing:  # this worker's own, learned in place before: on top of the snapshot again
-                models.learn(lessons)
             self._own = collections.deque((p, o, one) for p, o, one in self._own if o > snap.events.get(p, 0))
             self._own_bytes = sum(one.nbytes for *_, one in self._own)
+            for *_, lessons in self._own:  # this worker's own, learned in place before: on top of the snapshot again
+                models.learn(lessons)
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
-        self.metrics.snapshot("loaded", version, len(payload))
-        log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", version,
-                 len(payload) / 1e6, snap.records, time.perf_counter() - started)
+        self.metrics.snapshot("loaded", snap.version, snap.size)
+        log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", snap.version,
+                 snap.size / 1e6, snap.records, time.perf_counter() - started)

@@ -40,8 +40,8 @@ class Lessons:
     ...     [(0, "u1", "i2", 1.0, ["i1"])], np.zeros((0, 3, 2), np.float32), np.zeros((0, 3), bool), [], [],
     ...     [(0, shown)])
     >>> again = Lessons.from_bytes(lessons.to_bytes())
-    >>> again.users.tolist(), again.recent_of(0), again.reward_items.tolist()
-    (['u1'], ['i1'], ['i2'])
+    >>> again.users.tolist(), again.recent_lists(), again.reward_items.tolist()
+    (['u1'], [['i1']], ['i2'])
     >>> len(again.take(np.array([1])).users)
     0
     """
@@ -97,12 +97,8 @@ class Lessons:
         """Bytes its arrays hold."""
         return sum(getattr(self, f.name).nbytes for f in fields(self))
 
-    def recent_of(self, i: int) -> list[str]:
-        """Engagement ``i``'s recent items, oldest first."""
-        start = int(self.recent_len[:i].sum())
-        return [str(r) for r in self.recent[start : start + int(self.recent_len[i])]]
-
     def recent_lists(self) -> list[list[str]]:
+        """Each engagement's recent items, oldest first."""
         bounds = np.concatenate([[0], np.cumsum(self.recent_len)]).tolist()
         return [self.recent[a:b].tolist() for a, b in itertools.pairwise(bounds)]
 

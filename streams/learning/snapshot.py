@@ -110,7 +110,6 @@ class Assembler:
 
     def __init__(self) -> None:
         self._parts: dict[int, dict[int, memoryview]] = {}
-        self._heads: dict[int, dict[str, object]] = {}
         self._whole: tuple[int, bytes] | None = None
         #: Chunks refused (unreadable header, or a whole version whose checksum did not match).
         self.refused = 0
@@ -135,7 +134,6 @@ class Assembler:
         self._live[key or b""] = version
         if self._whole is not None and version <= self._whole[0]:
             return  # older than what we hold whole
-        self._heads[version] = head
         parts = self._parts.setdefault(version, {})
         parts[index] = memoryview(value)[cut + 1 :]  # no copy: the payload is copied once, when whole
         if len(parts) == count:
