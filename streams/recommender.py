@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -270,6 +270,23 @@ class Recommender:
             else:
                 self._dropped["timeout"] += 1
         state.pending = waiting
+
+    # --- users waiting for items' vectors, woken without an event of theirs --------------
+    def held_items(self, state: bytes) -> list[str]:
+        """The items whose vector a user's held interest updates wait for, from its serialized state."""
+        return MultiInterestState.pending_items(state)
+
+    def fold(self, keys: Iterable[bytes], store: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        """These users' states with the held interest updates whose item has its vector now folded in (as
+        their next event would, at their latest event's time); no list is made."""
+        self._dropped = Counter()
+        out = {}
+        for key in keys:
+            if (raw := store.get(key)) is not None:
+                state = MultiInterestState.from_bytes(raw)
+                self._fold_pending(state, state.last_ts)
+                out[key] = state.to_bytes()
+        return out
 
     # --- serving ------------------------------------------------------------------------
     def _recommend(self, pending: Sequence[_Pending]) -> tuple[list[list[RecommendedItem]], list[ListTrace]]:

@@ -118,8 +118,13 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often the learner publishes a snapshot of the shared models"
     )
     unknown_item_timeout_s: float = Field(
-        default=3600.0, gt=0, description="How long (event time) an event's interest update waits in its user's "
-        "state for its item's vector (the event itself is handled at once); then it is dropped"
+        default=3600.0, gt=0, description="How long an event waits for its item: one for an item not on the items "
+        "topic yet is parked in its user's state (the worker's clock), then dead-lettered as unknown_item; one for "
+        "an item without a vector yet is handled at once and its interest update held (event time), then dropped"
+    )
+    max_waiting_events: int = Field(
+        default=100_000, ge=0, description="Events parked for items not on the items topic yet, per worker (32 per "
+        "user); beyond it an event for an unknown item is dead-lettered at once"
     )
 
     # --- Worker ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Helpers for tests, benchmarks and notebooks: drive the recommender core, or the app's parts, without Kafka.
 
 * :func:`run_batch`, :func:`run_lists`: the recommender core on a dict of user states.
+* :class:`HoldsNothing`: the part of a fake recommender that holds no interest update for an item.
 * :class:`FakeApp`: the little of a Faust app that the guarantees and inputs use (rebalance signals, the
   consumer's assignment and generation), driven by hand.
 * :class:`PartitionedStates` (re-exported): the in-memory user-state store.
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +28,7 @@ from streams.recommender import BatchResult, Recommender
 __all__ = [
     "FakeApp",
     "FakeSignal",
+    "HoldsNothing",
     "PartitionedStates",
     "event_record",
     "free_ports",
@@ -52,6 +54,16 @@ def run_lists(
 ) -> list[Recommendation]:
     """:func:`run_batch`'s lists."""
     return run_batch(recommender, events, store).lists
+
+
+class HoldsNothing:
+    """Mixed into a fake recommender: no user's interest update ever waits for an item's vector."""
+
+    def held_items(self, state: bytes) -> list[str]:
+        return []
+
+    def fold(self, keys: Iterable[bytes], store: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        return {}
 
 
 class FakeSignal:

@@ -4,6 +4,11 @@
 user-state store, the recommender, the dead letters, the metrics and list probe, the catalog loader
 (its readiness and lock) and the topics it writes. It returns the batch's :class:`Outbox`; publishing
 it is the guarantee's business.
+
+An event whose item is not on the items topic yet is parked in its user's state (see
+:mod:`streams.app.waiting`); :meth:`EventsHandler.wake`, called between batches, handles it once its
+item is there, or dead-letters it as ``unknown_item`` after the timeout, and folds in the held interest
+updates whose item got its vector.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Container, Mapping, Sequence
+import time
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -22,7 +28,8 @@ from streams.app.batch import Outbox, Record
 from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters, ProcessingError
 from streams.app.guarantee.states import UserStates
-from streams.app.stamps import Unstamped, stamp, unstamp
+from streams.app.stamps import Parked, Stamped, Unstamped, unstamp, waits
+from streams.app.waiting import Waiting
 from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
 from streams.learning import Lessons
 from streams.learning.lessons import to_record
@@ -37,6 +44,22 @@ class Recommends(Protocol):
 
     def process(self, events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult: ...
 
+    def held_items(self, state: bytes) -> list[str]: ...
+
+    def fold(self, keys: Iterable[bytes], store: Mapping[bytes, bytes]) -> dict[bytes, bytes]: ...
+
+
+#: Events parked per user; a newer one sends the oldest to the dead-letter topic.
+MAX_PARKED_PER_USER = 32
+
+
+class UnknownItem(DecodeError):
+    """A usable event whose item is not in the catalog (yet)."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__("unknown_item", f"item {event.item_id!r} is not in the catalog")
+        self.event = event
+
 
 def parse_event(msg: Record, catalog: Container[str]) -> Event:
     """Decode an ``events`` message and check it can be used; :class:`DecodeError` otherwise."""
@@ -45,7 +68,7 @@ def parse_event(msg: Record, catalog: Container[str]) -> Event:
         # State is partitioned by user: an event keyed otherwise would land beside the wrong state.
         raise DecodeError("key_mismatch", "message key must be the event's user_id")
     if event.item_id not in catalog:
-        raise DecodeError("unknown_item", f"item {event.item_id!r} is not in the catalog")
+        raise UnknownItem(event)
     return event
 
 
@@ -55,9 +78,13 @@ class Taken:
 
     good: list[tuple[bytes, Event]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)  # the messages of `good`
-    last: dict[bytes, Record] = field(default_factory=dict)  # per user: the newest event of this batch
+    sources: dict[bytes, TopicPartition] = field(default_factory=dict)  # per user: its events partition
     applied: dict[bytes, int] = field(default_factory=dict)  # per user: the offset its state was stamped with
+    parked: dict[bytes, list[Parked]] = field(default_factory=dict)  # per user whose parked events changed: all
+    #: Per partition, the offset the batch's lessons cover up to (default: after its last event).
+    covers: dict[TopicPartition, int] = field(default_factory=dict)
     replayed: int = 0
+    newly_parked: int = 0
     items_read: bool = False  # whether the items topic was read to its end for this batch
 
 
@@ -77,6 +104,11 @@ class EventsHandler:
         lessons_topic: str | None = None,
         models_ready: asyncio.Event | None = None,
         own_lessons: Callable[[int, int, Lessons], None] | None = None,
+        *,
+        waiting: Waiting | None = None,
+        timeout_s: float = 3600.0,
+        max_parked: int = 100_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.recommender = recommender
         self.states = states
@@ -92,6 +124,11 @@ class EventsHandler:
         self.models_ready = models_ready
         #: Told of each lessons record once published (a serving worker keeps them until a snapshot has them).
         self.own_lessons = own_lessons
+        #: The users waiting for items; an event parks for ``timeout_s`` at most, ``max_parked`` of them at once.
+        self.waiting = waiting if waiting is not None else Waiting(recommender.held_items)
+        self.timeout_s = timeout_s
+        self.max_parked = max_parked
+        self.clock = clock
 
     async def __call__(self, batch: Sequence[Record]) -> Outbox:
         await self.loader.ready.wait()
@@ -111,20 +148,54 @@ class EventsHandler:
         for rec in batch:
             try:
                 event = await self.parse(rec, taken)
+            except UnknownItem as err:
+                if not self.park(rec, err.event.item_id, taken, out):
+                    self.dead_letters.add(out, rec, err)
+                continue
             except DecodeError as err:
                 self.dead_letters.add(out, rec, err)
                 continue
             key = cast(bytes, rec.key)
-            if key not in taken.applied:
-                taken.applied[key] = unstamp(self.states.get(key))[0]
-            if rec.offset <= taken.applied[key]:
-                taken.replayed += 1  # applied (and its list delivered) before a restart
+            if self.replayed(key, rec, taken):
                 continue
-            taken.applied[key] = rec.offset
-            taken.last[key] = rec
             taken.good.append((key, event))
             taken.records.append(rec)
         return taken
+
+    def replayed(self, key: bytes, rec: Record, taken: Taken) -> bool:
+        """Whether ``rec`` was applied (or parked) before a restart; else it is the user's newest in ``taken``."""
+        if key not in taken.applied:
+            taken.applied[key] = unstamp(self.states.get(key))[0]
+        if rec.offset <= taken.applied[key]:
+            taken.replayed += 1  # its list was delivered (or it waits in the state) before a restart
+            return True
+        taken.applied[key] = rec.offset
+        taken.sources[key] = rec.tp
+        return False
+
+    def park(self, rec: Record, item_id: str, taken: Taken, out: Outbox) -> bool:
+        """Park ``rec``, an event for an item not on the items topic yet, in its user's state; False when
+        :attr:`max_parked` events wait already (it is dead-lettered at once)."""
+        key = cast(bytes, rec.key)
+        if self.replayed(key, rec, taken):
+            return True
+        if self.waiting.events() + taken.newly_parked >= self.max_parked:
+            return False
+        parked = taken.parked.get(key)
+        if parked is None:
+            parked = taken.parked[key] = list(Stamped.of(self.states.get(key)).parked)
+        parked.append(Parked(rec.offset, rec.timestamp, self.clock(), item_id, cast(bytes, rec.value)))
+        taken.newly_parked += 1
+        if len(parked) > MAX_PARKED_PER_USER:
+            oldest = parked.pop(0)
+            detail = f"item {oldest.item_id!r} is not in the catalog, and {MAX_PARKED_PER_USER} newer events wait"
+            self.dead_letters.add(out, self.unparked(rec.tp, key, oldest), DecodeError("unknown_item", detail))
+        return True
+
+    @staticmethod
+    def unparked(tp: TopicPartition, key: bytes, parked: Parked) -> Record:
+        """The message a parked event was read as."""
+        return Record(tp.topic, tp.partition, parked.offset, key, parked.value, parked.timestamp)
 
     async def parse(self, rec: Record, taken: Taken) -> Event:
         """:func:`parse_event`; before the first item of a batch is refused as unknown, the items topic is
@@ -169,10 +240,9 @@ class EventsHandler:
         recs, traces, rewards = result.lists, result.traces, result.rewards
         for rec, recommendation in zip(records, recs, strict=True):
             out.add(rec.tp, self.recommendations_topic, rec.key, encode(recommendation))
-        for key, value in result.states.items():
-            source, state = taken.last[key].tp, stamp(taken.applied[key], value)
-            out.add(source, self.changelog_topic, key, state)
-            out.after(source, functools.partial(self.states.put, source.partition, key, state))
+        for key in [*result.states, *(key for key in taken.parked if key not in result.states)]:
+            self.write_state(out, taken.sources[key], key, taken.applied[key], result.states.get(key),
+                             taken.parked.get(key))
         if result.dropped_updates and records:
             out.after(records[0].tp, functools.partial(self.metrics.interest_updates_dropped, result.dropped_updates))
         by_tp: dict[TopicPartition, list[int]] = {}
@@ -180,7 +250,8 @@ class EventsHandler:
             by_tp.setdefault(rec.tp, []).append(i)
         for n, (tp, mine) in enumerate(by_tp.items()):
             if self.lessons_topic and result.lessons is not None:  # one record per partition: its transaction's
-                lessons, next_offset = result.lessons.take(np.array(mine)), records[mine[-1]].offset + 1
+                lessons = result.lessons.take(np.array(mine))
+                next_offset = taken.covers.get(tp, records[mine[-1]].offset + 1)
                 value = to_record(lessons, tp.partition, next_offset)
                 out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
                 if self.own_lessons is not None:
@@ -188,3 +259,64 @@ class EventsHandler:
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))
+
+    def write_state(
+        self, out: Outbox, source: TopicPartition, key: bytes, offset: int, state: bytes | None,
+        parked: list[Parked] | None,
+    ) -> None:
+        """Write ``key``'s stamped state (``None``: the stored one) with its parked events (``None``: the
+        stored ones); the partition is kept while the user waits for items."""
+        if state is None or parked is None:
+            value = self.states.get(key)
+            stored = Stamped.of(value) if value is not None and waits(value) else Stamped(*unstamp(value))
+            state = state if state is not None else stored.state
+            parked = parked if parked is not None else stored.parked
+        held = self.recommender.held_items(state) if state else []
+        value = Stamped(offset, state, source.partition if parked or held else -1, parked).to_bytes()
+        out.add(source, self.changelog_topic, key, value)
+        out.after(source, functools.partial(self.stored, source.partition, key, value))
+
+    def stored(self, partition: int, key: bytes, value: bytes) -> None:
+        self.states.put(partition, key, value)
+        self.waiting.note(key, value)
+
+    async def wake(self, offsets: Mapping[TopicPartition, int]) -> Outbox:
+        """Between batches, for the waiting users of the partitions in ``offsets`` (the next offset of each):
+        their parked events whose item is on the items topic now, handled in the order they came (each
+        gets its list); those parked longer than :attr:`timeout_s`, dead-lettered as ``unknown_item``; their
+        held interest updates whose item has its vector now, folded in."""
+        out = Outbox()
+        by_partition = {tp.partition: tp for tp in offsets}
+        catalog, now = self.loader.catalog, self.clock()
+        due = self.waiting.due(by_partition, catalog.__contains__, lambda item: catalog.vector(item) is not None,
+                               now - self.timeout_s)
+        if not due:
+            return out
+        if self.models_ready is not None:
+            await self.models_ready.wait()
+        taken = Taken(covers=dict(offsets))
+        for key in due:
+            stored = Stamped.of(self.states.get(key))
+            tp = by_partition[stored.partition]
+            taken.sources[key], taken.applied[key], taken.parked[key] = tp, stored.offset, []
+            for parked in stored.parked:
+                rec = self.unparked(tp, key, parked)
+                if parked.item_id in catalog:
+                    try:
+                        taken.good.append((key, parse_event(rec, catalog)))
+                        taken.records.append(rec)
+                    except DecodeError as err:
+                        self.dead_letters.add(out, rec, err)
+                elif parked.parked_at < now - self.timeout_s:
+                    detail = f"item {parked.item_id!r} was not on the items topic within {self.timeout_s:g} s"
+                    self.dead_letters.add(out, rec, DecodeError("unknown_item", detail))
+                else:
+                    taken.parked[key].append(parked)
+        result = await self.process(taken, out)
+        with_events = {key for key, _ in taken.good}
+        fold = [key for key in due if key not in with_events]  # the others fold as their events are handled
+        if fold:
+            async with self.loader.lock:
+                result.states.update(await asyncio.to_thread(self.recommender.fold, fold, Unstamped(self.states)))
+        self.answer(taken, result, out)
+        return out

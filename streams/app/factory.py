@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ from streams.app.items import ItemsHandler, make_encoder
 from streams.app.learner import Learner
 from streams.app.observability import serve_metrics
 from streams.app.snapshots import SnapshotFollower
+from streams.app.waiting import WAKE_S, Waiting
 from streams.build import build_recommender, build_shared_models, make_catalog
 from streams.contracts import vectors_topic_name
 from streams.contracts.topics import lessons_topic_name, models_topic_name
@@ -82,10 +84,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
             s, models_topic_name(s), loader, recommender, lambda: build_shared_models(s, catalog), metrics,
             lambda: {tp.partition: offset for tp, offset in events_input.next.items()},
         )
+    waiting = Waiting(recommender.held_items)
+    metrics.track_waiting(waiting.events, lambda: waited_s(waiting))
     recommend = EventsHandler(recommender, guarantee.states, loader, dead_letters, metrics, ListProbe(catalog, metrics),
                               s.topic_recommendations, guarantee.changelog,
                               lessons_topic_name(s) if serving_only else None, follower.ready if follower else None,
-                              follower.own if follower else None)
+                              follower.own if follower else None, waiting=waiting, timeout_s=s.unknown_item_timeout_s,
+                              max_parked=s.max_waiting_events)
     items_input, events_input = (
         Input(app, guarantee, guarantee.reader(), work, app.conf.broker_commit_interval, metrics.input_holes_read)
         for work in (embed, recommend)
@@ -111,6 +116,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await agent_input.drain()
         await guarantee.on_shutdown(sender, *args, signal=signal, **kwargs)
 
+    async def wake_waiting() -> None:  # users waiting for items whose item came, or whose wait is over
+        if loader.ready.is_set():
+            waiting.rebuild(guarantee.states, guarantee.generation())
+            await events_input.tick(s.topic_events, recommend.wake)
+
     async def commit_handled() -> None:  # what the last batches before a quiet spell handled
         for agent_input in (items_input, events_input):
             await agent_input.commit()
@@ -121,7 +131,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             snap = follower.serving
             models |= {"snapshot": snap.version if snap else None, "snapshot_age_s": round(follower.age_s(), 1),
                        "events_behind": follower.events_behind(), "restored": follower.restored}
-        return {**catalog_status(loader), "users": len(guarantee.states), "models": models}
+        return {**catalog_status(loader), "users": len(guarantee.states), "events_waiting": waiting.events(),
+                "models": models}
 
     # 503 until every item on the items topic has its vector (and, serving only, the snapshot is loaded)
     status_pages(app, status, lambda: loader.caught_up and (follower is None or follower.ready.is_set()))
@@ -132,7 +143,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.agent(items_topic, name="embed_items")(embed_items)
     app.agent(events_topic, name="recommend")(recommend_events)
     app.timer(app.conf.broker_commit_interval)(commit_handled)
+    app.timer(WAKE_S)(wake_waiting)
     return app
+
+
+def waited_s(waiting: Waiting) -> float:
+    """How long the event parked longest has waited (0: none)."""
+    oldest = waiting.oldest_parked_at()
+    return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
 
 def create_learner_app(s: Settings) -> faust.App:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -32,7 +32,7 @@ from faust.streams import Stream
 from faust.types import StreamT
 
 from streams.app import faust_internals
-from streams.app.batch import Handler, Record, next_offsets
+from streams.app.batch import Handler, Outbox, Record, next_offsets
 from streams.app.guarantee.base import Guarantee, PartitionReader
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Input:
         self.next: dict[TopicPartition, int] = {}  # the next offset to handle
         self._last_commit = time.monotonic()
         self._commit_lock = asyncio.Lock()
+        self._work_lock = asyncio.Lock()  # a batch and a tick never overlap
         self._in_hand: asyncio.Future[None] | None = None  # the batch being handled, if any
         guarantee.when_revoked(self.forget)
 
@@ -104,6 +105,10 @@ class Input:
         Retrying here rather than reading them back as a hole later matters at a partition's end:
         a hole shows only when a later record arrives, which may never happen.
         """
+        async with self._work_lock:
+            await self._handle_locked(batch, generation, max_backoff_s)
+
+    async def _handle_locked(self, batch: Sequence[Record], generation: int, max_backoff_s: float) -> None:
         pending = await self.complete(batch)
         delay = min(0.5, max_backoff_s)
         while pending:
@@ -141,6 +146,30 @@ class Input:
             expected[tp] = max(expected[tp], rec.offset + 1)
         return out
 
+    async def tick(self, topic: str, work: Callable[[Mapping[TopicPartition, int]], Awaitable[Outbox]]) -> None:
+        """Between batches, work that no new record brings (users waiting for items): ``work`` gets the next
+        offset to handle of each partition of ``topic`` held now, and its outbox is published with those
+        offsets, unchanged. If it is not published (a rebalance, a failed transaction), nothing of it took
+        effect and the next tick does it again."""
+        async with self._work_lock:
+            generation = self.guarantee.generation()
+            offsets: dict[TopicPartition, int] = {}
+            for tp in sorted(self.guarantee.assignment()):
+                if tp.topic != topic:
+                    continue
+                if tp not in self.next:  # no batch handled since it was assigned: where its group stands
+                    if not await self.guarantee.ready(tp):
+                        continue
+                    self.next[tp] = await self.reader.committed(tp)
+                offsets[tp] = self.next[tp]
+            if not offsets:
+                return
+            outbox = await work(offsets)
+            sources = {m.source for m in outbox.messages} | {tp for tp, _ in outbox.effects}
+            if sources:
+                done = await self.guarantee.publish(outbox, {tp: offsets[tp] for tp in sources}, generation)
+                outbox.published(done)
+
     async def commit(self, *, force: bool = False) -> None:
         """Commit what was handled since the last commit: when the interval passed, or now if ``force``
         (the guarantee commits only what :meth:`Guarantee.publish` did not)."""
@@ -156,7 +185,8 @@ class Input:
         is not committed)."""
         if self._in_hand is not None and not self._in_hand.done():
             await asyncio.wait([self._in_hand])
-        await self.commit(force=True)
+        async with self._work_lock:  # a tick in hand finishes too
+            await self.commit(force=True)
 
     async def stop(self) -> None:
         await self.reader.stop()

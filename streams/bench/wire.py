@@ -32,6 +32,7 @@ from streams.metrics import ListProbe, Metrics
 from streams.recommender import BatchResult, ListTrace
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
+from streams.testing import HoldsNothing
 
 PARTITIONS = 4
 SOURCES = ("similar", "co-visited", "collaborative", "trending", "fresh")
@@ -56,7 +57,7 @@ def _events(n: int, n_items: int, n_users: int = 671) -> list[Event]:
     ]
 
 
-class _Canned:
+class _Canned(HoldsNothing):
     """The recommender's part of a batch, precomputed in shape: ``k`` items per list, every source in the
     traces, a 900-byte state per user (what a MovieLens user's state weighs)."""
 

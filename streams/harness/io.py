@@ -64,19 +64,24 @@ async def send_raw(
 
 
 async def read_records(
-    kafka: str | KafkaConnection, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted"
+    kafka: str | KafkaConnection, topic: str, idle_s: float = 2.0, isolation_level: str = "read_uncommitted",
+    at_least: int = 0, timeout_s: float = 60.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s``."""
+    """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s`` once there are
+    ``at_least`` (or ``timeout_s`` passed)."""
     consumer = AIOKafkaConsumer(
         topic, **as_connection(kafka).aiokafka(), auto_offset_reset="earliest", group_id=None,
         isolation_level=isolation_level,
     )
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
     try:
-        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000):
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
             out.extend(r for records in batch.values() for r in records)
-        return out
+            if not batch and (len(out) >= at_least or time.monotonic() > deadline):
+                return out
     finally:
         await consumer.stop()
 

@@ -98,6 +98,20 @@ class MultiInterestState:
             self.events, self.last_ts, list(self.history), list(self.pending),
         )
 
+    @staticmethod
+    def pending_items(raw: bytes) -> list[str]:
+        """The items whose vector a serialized state's held interest updates wait for (no full decode
+        unless some wait).
+
+        >>> s = MultiInterestState.empty(4); MultiInterestState.pending_items(s.to_bytes())
+        []
+        >>> s.pending = [("i9", 1.0, 5.0)]; MultiInterestState.pending_items(s.to_bytes())
+        ['i9']
+        """
+        if not raw or raw[0] != _VERSION_PENDING:
+            return []
+        return [item_id for item_id, _, _ in MultiInterestState.from_bytes(raw).pending]
+
     def to_bytes(self) -> bytes:
         m = self.n_centroids
         if m > 255 or len(self.categories) > 255:

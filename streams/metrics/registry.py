@@ -147,6 +147,15 @@ class Metrics:
             "waiting for one user)",
             ["reason"],
         )
+        self.events_waiting = gauge(
+            "streamrec_events_waiting_for_items",
+            "Events parked in their user's state until their item is on the items topic (then handled; "
+            "dead-lettered as unknown_item after STREAMREC_UNKNOWN_ITEM_TIMEOUT_S)",
+        )
+        self.events_oldest_wait = gauge(
+            "streamrec_events_waiting_oldest_seconds",
+            "How long the event parked longest has waited for its item (0: none waits)",
+        )
         self.user_states = gauge(
             "streamrec_user_state_table_size", "User states in this worker's partitions of the table"
         )
@@ -211,6 +220,11 @@ class Metrics:
         for gauge, key in ((self.items_on_topic, "items_on_topic"), (self.items_waiting, "items_waiting"),
                            (self.oldest_wait, "oldest_wait_s"), (self.items_retired, "items_retired")):
             gauge.set_function(functools.partial(lambda k: float(status()[k]), key))
+
+    def track_waiting(self, events: Callable[[], int], oldest_s: Callable[[], float]) -> None:
+        """Read the events parked for their items when scraped."""
+        self.events_waiting.set_function(events)
+        self.events_oldest_wait.set_function(oldest_s)
 
     def track_models(self, age_s: Callable[[], float], events_behind: Callable[[], float]) -> None:
         """Read how stale the served snapshot is when scraped."""

@@ -114,6 +114,7 @@ def settings(kafka_broker: KafkaBroker, triton_server: TritonServer, tmp_path: P
         web_port=free_ports(1)[0],
         data_dir=tmp_path / "worker",
         batch_timeout_s=0.005,
+        unknown_item_timeout_s=3.0,  # an event for an unknown item waits that long for it
     )
 
 
@@ -144,7 +145,7 @@ async def test_events_in_diversified_lists_out(settings: Settings, tmp_path: Pat
         await asyncio.sleep(2.0)  # anything extra would show up now
         dead = [
             decode(r.value, DeadLetter)
-            for r in await read_records(settings.kafka_bootstrap, settings.topic_dead_letter)
+            for r in await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, at_least=3)
         ]
     await collector.stop()
 

@@ -7,6 +7,7 @@ bounded by what was in flight, and user state ends up as if nothing had happened
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import time
 import urllib.error
@@ -19,9 +20,9 @@ import pytest
 
 from encoders import EMBEDDING_DIM
 from streams.app.catalog import CatalogLoader
-from streams.app.stamps import unstamp
+from streams.app.stamps import Stamped
 from streams.build import build_recommender, make_catalog
-from streams.contracts import Event, EventType, Item, vectors_topic_name
+from streams.contracts import DeadLetter, Event, EventType, Item, vectors_topic_name
 from streams.demo.movielens import most_rated
 from streams.harness import (
     RecommendationCollector,
@@ -141,11 +142,16 @@ async def reference_states(settings: Settings, events: list[Event]) -> dict[byte
     return store
 
 
-async def final_states(settings: Settings) -> dict[bytes, tuple[int, bytes | None]]:
-    """The user-state table as its changelog ends: ``user key -> (last applied offset, state)``."""
+async def stamped_states(settings: Settings) -> dict[bytes, Stamped]:
+    """The user-state table as its changelog ends, by user key."""
     changelog, isolation = f"{settings.app_id}-user-state-changelog", settings.isolation_level
     records = await read_records(settings.kafka_bootstrap, changelog, idle_s=1.0, isolation_level=isolation)
-    return {r.key: unstamp(r.value) for r in records if r.key is not None}
+    return {r.key: Stamped.of(r.value) for r in records if r.key is not None}
+
+
+async def final_states(settings: Settings) -> dict[bytes, tuple[int, bytes | None]]:
+    """The user-state table as its changelog ends: ``user key -> (last applied offset, state)``."""
+    return {key: (st.offset, st.state) for key, st in (await stamped_states(settings)).items()}
 
 
 async def run_with_restart(
@@ -365,7 +371,7 @@ async def test_events_for_items_waiting_for_the_encoder_count_at_once_through_a_
     """Triton is stopped and 100 new items arrive, then one event on each: every event gets its list at
     once and nothing is dead-lettered; their interest updates wait in the users' states, which a SIGKILL
     in the middle does not lose; once Triton is back the items are embedded and the users' interests take
-    them in (at their next event)."""
+    them in, without another event of theirs."""
     items, _ = movielens
     old, new = items[:200], items[200:]
     settings, collector = await open_run(kafka_broker, tmp_path, encoder="triton", triton_url=own_triton.url,
@@ -403,19 +409,96 @@ async def test_events_for_items_waiting_for_the_encoder_count_at_once_through_a_
         await asyncio.to_thread(own_triton.start, 180)
         await wait_status(worker, lambda st: st["catalog_ready"] and st["items"] == len(items), 240, "items embedded")
         assert ready_code(settings) == 200
-        # a 1-star rating moves no interest: whatever interest these users have comes from the held updates
-        nudges = [Event(event_id=f"nudge-{u}", user_id=u, item_id=old[0].item_id, type=EventType.RATING, value=1.0,
-                        ts=time.time()) for u in users]
-        await produce(settings.kafka_bootstrap, settings.topic_events, ((e.user_id, e) for e in nudges))
-        await wait_lists(collector, len(events) + len(nudges), 120)
+        final = await until_folded(settings, users, 60)
     finally:
         worker.stop()
         await collector.stop()
-    assert {rec.event_id for _, rec in collector.received} == {e.event_id for e in [*events, *nudges]}
+    assert {rec.event_id for _, rec in collector.received} == {e.event_id for e in events}, "no other list"
     dead = await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, idle_s=1.0)
     assert dead == [], "no event was refused while its item waited for the encoder"
-    final = await user_states(settings)
     for user in users:
         mine = [e.item_id for e in events if e.user_id == user]
         assert final[user].pending == [] and not final[user].is_cold, f"{user}'s interests took in its new items"
         assert set(mine) <= set(final[user].history)
+
+
+async def until_folded(settings: Settings, users: list[str], timeout_s: float) -> dict[str, MultiInterestState]:
+    """The user states once no interest update of ``users`` waits any more (read from the changelog)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = await user_states(settings)
+        if all(user in states and not states[user].pending for user in users):
+            return states
+        if time.monotonic() > deadline:
+            waiting = sum(len(states[u].pending) for u in users if u in states)
+            raise TimeoutError(f"{waiting} interest updates still wait after {timeout_s:.0f} s")
+        await asyncio.sleep(1.0)
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_events_before_their_items_wait_through_a_crash_and_count_once_the_items_come(
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    movielens: tuple[list[Item], list[Event]],
+    workers: list[WorkerProcess],
+    guarantee: str,
+) -> None:
+    """Events for 100 items not on the items topic yet, and 5 for an item that never comes: no list and no
+    dead letter while they wait in their users' states, which a SIGKILL in the middle does not lose; once
+    the items are produced, every one of those events gets its list (once, under exactly-once) and counts
+    in its user's history and interests; the 5 go to the dead-letter topic as ``unknown_item``, with their
+    bytes, after the timeout."""
+    items, _ = movielens
+    old, new = items[:200], items[200:]
+    timeout_s = 45.0
+    settings, collector = await open_run(kafka_broker, tmp_path, batch_size=10, processing_guarantee=guarantee,
+                                         unknown_item_timeout_s=timeout_s)
+    worker = await start_with_catalog(settings, old, tmp_path / "worker.log", workers)
+    users = [f"early-{n}" for n in range(25)]
+    events = [
+        Event(event_id=f"early-{i}", user_id=users[i % len(users)], item_id=it.item_id, type=EventType.CLICK,
+              ts=time.time())
+        for i, it in enumerate(new)
+    ]
+    never = [Event(event_id=f"never-{i}", user_id=users[i], item_id="never-produced", type=EventType.CLICK,
+                   ts=time.time()) for i in range(5)]
+    # 1-star ratings: a list each, and no interest (whatever interest these users end with is the late items')
+    answered = [Event(event_id=f"known-{u}", user_id=u, item_id=old[0].item_id, type=EventType.RATING, value=1.0,
+                      ts=time.time()) for u in users]
+    try:
+        sending = asyncio.create_task(produce(
+            settings.kafka_bootstrap, settings.topic_events,
+            ((e.user_id, e) for e in [*events[:50], *never, *answered, *events[50:]]), rate=10,
+        ))
+        await wait_lists(collector, 10, 60)  # the events on known items are answered meanwhile
+        kill(worker)  # in the middle of the events, some parked in the user states
+        assert not sending.done(), "the events were still coming when the worker was killed"
+        worker = launch(settings, tmp_path / "worker.log", workers)
+        await sending
+        await wait_lists(collector, len(answered), 120)
+        await wait_status(worker, lambda st: st["events_waiting"] == len(events) + len(never), 60, "events parked")
+        assert {rec.event_id for _, rec in collector.received} == {e.event_id for e in answered}
+        parked = Counter(p.item_id for st in (await stamped_states(settings)).values() for p in st.parked)
+        assert parked == Counter([*(it.item_id for it in new), *(e.item_id for e in never)]), "each parked once"
+
+        await produce(settings.kafka_bootstrap, settings.topic_items, ((it.item_id, it) for it in new))
+        await wait_lists(collector, len(answered) + len(events), 120)
+        final = await until_folded(settings, users, 60)
+        dead_raw = await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, idle_s=1.0,
+                                      at_least=len(never), timeout_s=timeout_s + 60)
+        await wait_status(worker, lambda st: st["events_waiting"] == 0, 30, "no event parked")
+    finally:
+        worker.stop()
+        await collector.stop()
+    lists = Counter(rec.event_id for _, rec in collector.received)
+    assert set(lists) == {e.event_id for e in [*answered, *events]}, "a list for every event whose item came"
+    if guarantee == "exactly_once":
+        assert max(lists.values()) == 1, "each list once under exactly-once"
+    dead = [DeadLetter.model_validate_json(r.value) for r in dead_raw if r.value is not None]
+    assert sorted((d.reason, d.topic) for d in dead) == [("unknown_item", settings.topic_events)] * len(never)
+    originals = [Event.model_validate_json(base64.b64decode(d.original_b64)) for d in dead]
+    assert sorted(e.event_id for e in originals) == sorted(e.event_id for e in never), "with their bytes"
+    for user in users:
+        mine = [e.item_id for e in events if e.user_id == user]
+        assert set(mine) <= set(final[user].history), f"{user}'s events on the late items are in its history"
+        assert not final[user].is_cold, f"{user}'s interests took in the late items"

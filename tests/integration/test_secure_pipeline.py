@@ -125,6 +125,7 @@ async def run(
         web_port=free_ports(1)[0],  # web_host stays the default
         data_dir=tmp / "worker",
         batch_timeout_s=0.005,
+        unknown_item_timeout_s=3.0,  # an event for an unknown item waits that long for it
     )
     kafka = KafkaConnection.from_settings(settings)
     p = settings.partitions

@@ -3,11 +3,12 @@ recommender dead-lettered, probes and metrics only once a partition is published
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,21 +17,21 @@ from aiokafka import TopicPartition
 from streams.app.batch import Outbox, Record
 from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters
-from streams.app.events import EventsHandler
+from streams.app.events import MAX_PARKED_PER_USER, EventsHandler
 from streams.app.items import ItemsHandler
-from streams.app.stamps import stamp, unstamp
+from streams.app.stamps import Stamped, stamp, unstamp
 from streams.contracts import Event, Item, Recommendation, vector_of
 from streams.metrics import Metrics
 from streams.recommender import BatchResult, ListTrace
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
-from streams.testing import PartitionedStates, event_record, record
+from streams.testing import HoldsNothing, PartitionedStates, event_record, record
 
 P0, P1 = TopicPartition("events", 0), TopicPartition("events", 1)
 NOW = time.time()
 
 
-class FakeRecommender:
+class FakeRecommender(HoldsNothing):
     """Answers each event with an empty list and the state ``S-<user>-<n events so far>``; or fails."""
 
     def __init__(self, fail: bool = False) -> None:
@@ -59,7 +60,7 @@ class FakeProbe:  # a ListProbe that only records its calls
 
 
 class Rig:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, **handler: Any) -> None:
         catalog = Catalog(2)
         catalog.upsert([CatalogItem("i1", "One"), CatalogItem("i2", "Two")], np.eye(2, dtype=np.float32))
         self.loader = CatalogLoader(Settings(), catalog)
@@ -69,7 +70,7 @@ class Rig:
         self.probe = FakeProbe()
         self.recommender = FakeRecommender(fail)
         self.handler = EventsHandler(self.recommender, self.states, self.loader, DeadLetters("dlq", self.metrics),
-                                     self.metrics, self.probe, "recs", "changelog")
+                                     self.metrics, self.probe, "recs", "changelog", **handler)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -107,15 +108,15 @@ async def test_events_at_or_below_the_stamped_offset_are_skipped_as_replays() ->
 
 async def test_unusable_events_are_dead_lettered_with_their_reason() -> None:
     rig = Rig()
-    bad = [record(P0, 0, key=b"u1", value=b"{not json"), event_record(P0, 1, "u1", "nope", NOW),
+    bad = [record(P0, 0, key=b"u1", value=b"{not json"), record(P0, 1, key=b"u1", value=b'{"event_id": 1}'),
            event_record(P0, 2, "u1", "i1", NOW)]
     out = await rig.handler(bad)
     dead = [json.loads(m.value) for m in out.messages if m.topic == "dlq"]
-    assert [(d["offset"], d["reason"]) for d in dead] == [(0, "invalid_json"), (1, "unknown_item")]
+    assert [(d["offset"], d["reason"]) for d in dead] == [(0, "invalid_json"), (1, "schema")]
     assert rig.recommender.seen == [[(b"u1", "e2")]]
-    assert rig.sample("streamrec_dead_letters_total", reason="unknown_item") == 0  # counted once published
+    assert rig.sample("streamrec_dead_letters_total", reason="schema") == 0  # counted once published
     out.published({P0})
-    assert rig.sample("streamrec_dead_letters_total", reason="unknown_item") == 1
+    assert rig.sample("streamrec_dead_letters_total", reason="schema") == 1
 
 
 async def test_a_failing_recommender_dead_letters_its_events_and_writes_no_state() -> None:
@@ -160,3 +161,99 @@ async def test_dropped_interest_updates_are_counted_once_published() -> None:
     assert rig.sample("streamrec_interest_updates_dropped_total", reason="timeout") == 0
     out.published({P0})
     assert rig.sample("streamrec_interest_updates_dropped_total", reason="timeout") == 2
+
+
+# --- events for items not on the items topic yet: parked, woken, timed out -----------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def dead_of(out: Outbox) -> list[dict[str, Any]]:
+    return [json.loads(m.value) for m in out.messages if m.topic == "dlq" and m.value is not None]
+
+
+async def test_an_event_for_an_item_not_on_the_items_topic_waits_in_its_users_state_and_is_handled_once_it_is() -> None:
+    clock = Clock()
+    rig = Rig(clock=clock, timeout_s=60.0)
+    late = event_record(P0, 7, "u1", "late", NOW)
+    out = await rig.handler([event_record(P0, 6, "u1", "i1", NOW), late])
+    assert dead_of(out) == [] and rig.recommender.seen == [[(b"u1", "e6")]]
+    out.published({P0})
+    stored = Stamped.of(rig.states[b"u1"])
+    assert (stored.offset, stored.state, stored.partition) == (7, b"S-u1-1", 0), "stamped past it, with its partition"
+    assert [(p.offset, p.item_id, p.value, p.parked_at) for p in stored.parked] == [(7, "late", late.value, 1_000.0)]
+    assert rig.handler.waiting.events() == 1
+    assert (await rig.handler([late])).messages == [] and rig.sample("streamrec_events_replayed_total") == 1
+
+    assert (await rig.handler.wake({P0: 8})).messages == [], "nothing to do while its item is away"
+    rig.loader.catalog.announce([CatalogItem("late", "Late")])  # on the items topic now (no vector yet)
+    out = await rig.handler.wake({P0: 8, P1: 0})
+    assert topics(out) == [(0, "recs", b"u1"), (0, "changelog", b"u1")] and rig.recommender.seen[-1] == [(b"u1", "e7")]
+    out.published({P0})
+    assert Stamped.of(rig.states[b"u1"]) == Stamped(7, b"S-u1-1"), "handled once: no longer waiting"
+    assert rig.handler.waiting.events() == 0 and rig.probe.calls[-1] == (["e7"], 1)
+
+
+async def test_a_parked_event_whose_item_never_comes_is_dead_lettered_with_its_bytes_after_the_timeout() -> None:
+    clock = Clock()
+    rig = Rig(clock=clock, timeout_s=60.0)
+    late = event_record(P1, 3, "u2", "never", NOW)
+    (await rig.handler([late])).published({P1})
+    assert Stamped.of(rig.states[b"u2"]).state is None, "a user with a parked event only has no state yet"
+    clock.now += 59.0
+    assert (await rig.handler.wake({P1: 4})).messages == []
+    clock.now += 2.0
+    out = await rig.handler.wake({P1: 4})
+    [dead] = dead_of(out)
+    assert (dead["reason"], dead["offset"], dead["partition"]) == ("unknown_item", 3, 1)
+    assert base64.b64decode(dead["original_b64"]) == late.value and "within 60 s" in dead["detail"]
+    out.published({P1})
+    assert Stamped.of(rig.states[b"u2"]) == Stamped(3, None) and rig.handler.waiting.events() == 0
+    assert rig.sample("streamrec_dead_letters_total", reason="unknown_item") == 1
+
+
+async def test_parked_events_are_bounded_per_user_and_per_worker() -> None:
+    rig = Rig(max_parked=MAX_PARKED_PER_USER + 1)
+    batch = [event_record(P0, n, "u1", f"away-{n}", NOW) for n in range(MAX_PARKED_PER_USER + 1)]
+    out = await rig.handler(batch)
+    assert [(d["offset"], d["reason"]) for d in dead_of(out)] == [(0, "unknown_item")], "the user's oldest went"
+    out.published({P0})
+    assert [p.offset for p in Stamped.of(rig.states[b"u1"]).parked] == list(range(1, MAX_PARKED_PER_USER + 1))
+    out = await rig.handler([event_record(P1, 0, "u2", "away", NOW), event_record(P1, 1, "u3", "away", NOW)])
+    assert [(d["offset"], d["reason"]) for d in dead_of(out)] == [(1, "unknown_item")], "the worker's bound"
+
+
+class HoldingRecommender(FakeRecommender):
+    """Holds the interest update of every event on ``held`` until :meth:`fold`."""
+
+    def held_items(self, state: bytes) -> list[str]:
+        return ["held"] if state.endswith(b"+held") else []
+
+    def fold(self, keys: Iterable[bytes], store: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        return {key: store[key].removesuffix(b"+held") + b"+folded" for key in keys}
+
+    def process(self, events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult:
+        result = super().process(events, states)
+        result.states.update({k: v + b"+held" for k, v in result.states.items()})
+        return result
+
+
+async def test_held_interest_updates_are_folded_in_once_their_items_vector_arrives() -> None:
+    rig = Rig()
+    rig.handler.recommender = rig.recommender = HoldingRecommender()
+    rig.handler.waiting.held_items = rig.recommender.held_items
+    rig.loader.catalog.announce([CatalogItem("held", "Held")])
+    (await rig.handler([event_record(P1, 0, "u1", "held", NOW)])).published({P1})
+    assert Stamped.of(rig.states[b"u1"]).partition == 1, "kept: the user waits for a vector"
+    assert (await rig.handler.wake({P0: 0, P1: 1})).messages == []
+    rig.loader.catalog.upsert([CatalogItem("held", "Held")], np.ones((1, 2), np.float32))
+    out = await rig.handler.wake({P0: 0, P1: 1})
+    assert topics(out) == [(1, "changelog", b"u1")], "no list: folding is not an event"
+    out.published({P1})
+    assert Stamped.of(rig.states[b"u1"]) == Stamped(0, b"S-u1-1+folded")

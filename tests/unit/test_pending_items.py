@@ -84,3 +84,18 @@ def test_a_state_without_held_updates_keeps_its_bytes_and_one_with_them_round_tr
     raw = store[b"u"]
     assert raw[0] == 3 and state(store, "u").to_bytes() == raw
     assert state(store, "u").pending == [("new1", 1.0, 1001.0)]
+
+
+def test_fold_takes_in_the_held_updates_whose_vector_arrived_without_an_event() -> None:
+    rec, store = recommender(), {}
+    run_batch(rec, [click(0, "u", "new1"), click(1, "u", "new2"), click(2, "v", "i1")], store)
+    assert rec.held_items(store[b"u"]) == ["new1", "new2"] and rec.held_items(store[b"v"]) == []
+    assert state(store, "u").is_cold
+    embed(rec, "new1", VECTORS[25])
+    folded = rec.fold([b"u", b"nobody"], store)
+    assert list(folded) == [b"u"], "a user without a state has nothing to fold"
+    store.update(folded)
+    u = state(store, "u")
+    assert [p[0] for p in u.pending] == ["new2"] and rec.held_items(store[b"u"]) == ["new2"]
+    assert not u.is_cold and u.events == 2 and u.history == ["new1", "new2"], "the interest only: no event"
+    assert max(float(q @ VECTORS[25]) for q in rec.interest.queries(u)[0]) > 0.99
