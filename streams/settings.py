@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="How often the learner publishes a snapshot of the shared models"
     )
+    follow_lessons: bool = Field(
+        default=True, description="A serving worker also learns the other workers' lessons as they arrive on the "
+        "learning topic (its models as fresh as one worker's between two snapshots; each worker then does the "
+        "learning work of the whole stream)"
+    )
     unknown_item_timeout_s: float = Field(
         default=3600.0, gt=0, description="How long an event waits for its item: one for an item not on the items "
         "topic yet is parked in its user's state (the worker's clock), then dead-lettered as unknown_item; one for "

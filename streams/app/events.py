@@ -254,8 +254,8 @@ class EventsHandler:
                 next_offset = taken.covers.get(tp, records[mine[-1]].offset + 1)
                 value = to_record(lessons, tp.partition, next_offset)
                 out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
-                if self.own_lessons is not None:
-                    out.after(tp, functools.partial(self.own_lessons, tp.partition, next_offset, lessons))
+                if self.own_lessons is not None:  # before it is sent: read back, it must be known as learned
+                    self.own_lessons(tp.partition, next_offset, lessons)
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))

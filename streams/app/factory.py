@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         follower = SnapshotFollower(
             s, models_topic_name(s), loader, recommender, lambda: build_shared_models(s, catalog), metrics,
             lambda: {tp.partition: offset for tp, offset in events_input.next.items()},
+            lessons_topic_name(s) if s.follow_lessons else None,
         )
     waiting = Waiting(recommender.held_items)
     metrics.track_waiting(waiting.events, lambda: waited_s(waiting))

@@ -3,8 +3,11 @@ event loop and swapped in between two batches (partitions are never paused for i
 
 A serving worker also learns its own batches in place, as a ``both`` worker does, so its own users'
 engagements count at once rather than a snapshot later; each batch's lessons are kept (:meth:`own`)
-until a snapshot includes them, and re-applied on top of every snapshot that does not yet. Only the
-other workers' lessons arrive a snapshot late.
+until a snapshot includes them, and re-applied on top of every snapshot that does not yet. With
+``STREAMREC_FOLLOW_LESSONS`` (the default) it also reads the learning topic and learns the other workers'
+lessons as they arrive (:meth:`learn_others`), kept the same way until a snapshot includes them: every
+worker's models are then as fresh as one worker's, at the cost of each worker learning the whole stream.
+The learner's snapshots stay the models' record: each one swapped in replaces what was learned here.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.app.catalog import CatalogLoader
 from streams.learning import Lessons, SharedModels
+from streams.learning.lessons import from_record
 from streams.learning.snapshot import Assembler, Snapshot, decode, digest
 from streams.metrics import Metrics
 from streams.recommender import Recommender
@@ -31,6 +36,22 @@ log = logging.getLogger(__name__)
 #: A serving worker's own lessons kept for the next snapshot, in bytes (the oldest go first): while the
 #: learner is away they pile up, and the learner folds them from the topic when it is back anyway.
 MAX_OWN_BYTES = 64 << 20
+#: Own lessons records not read back yet, by (events partition, next offset): an aborted one never is.
+MAX_OWN_KEYS = 100_000
+
+
+
+@dataclass(eq=False)
+class Kept:
+    """Lessons learned here that no snapshot served includes yet: this worker's own (its events ``partition``
+    up to ``next_offset``) or another worker's; ``read`` is when it was read from the learning topic
+    (``None``: an own record not read back yet), at ``learning`` (partition, offset)."""
+
+    partition: int
+    next_offset: int
+    lessons: Lessons
+    read: int | None = None
+    learning: tuple[int, int] = (-1, -1)
 
 
 async def read_models(consumer: AIOKafkaConsumer, tp: TopicPartition, assembler: Assembler) -> Snapshot | None:
@@ -59,6 +80,7 @@ class SnapshotFollower:
         make_models: Callable[[], SharedModels],
         metrics: Metrics,
         events_handled: Callable[[], Mapping[int, int]],
+        lessons_topic: str | None = None,
     ) -> None:
         self.settings, self.topic, self.loader = settings, topic, loader
         self.recommender, self.make_models, self.metrics = recommender, make_models, metrics
@@ -73,16 +95,57 @@ class SnapshotFollower:
         self._started = time.time()
         self._refused = 0  # the newest version that could not be loaded (not tried again)
         #: This worker's lessons no snapshot served includes yet: (events partition, next offset, lessons).
-        self._own: collections.deque[tuple[int, int, Lessons]] = collections.deque()
-        self._own_bytes = 0
+        self._own: collections.deque[Kept] = collections.deque()
+        #: The learning topic, followed for the other workers' lessons (None: not followed).
+        self.lessons_topic = lessons_topic
+        #: The other workers' lessons no snapshot served includes yet, as read.
+        self._others: collections.deque[Kept] = collections.deque()
+        self._unread: dict[tuple[int, int], collections.deque[Kept]] = {}  # own, by (partition, next offset)
+        self._reads = 0
         metrics.track_models(self.age_s, self.events_behind)
 
     def own(self, partition: int, next_offset: int, lessons: Lessons) -> None:
-        """This worker published ``lessons`` of events partition ``partition`` up to ``next_offset``."""
-        self._own.append((partition, next_offset, lessons))
-        self._own_bytes += lessons.nbytes
-        while self._own_bytes > MAX_OWN_BYTES:
-            self._own_bytes -= self._own.popleft()[2].nbytes
+        """This worker publishes ``lessons`` of events partition ``partition`` up to ``next_offset`` (told before
+        it is sent, so that reading it back knows it as learned already)."""
+        kept = Kept(partition, next_offset, lessons)
+        self._own.append(kept)
+        bounded(self._own)
+        if self.lessons_topic is not None:
+            self._unread.setdefault((partition, next_offset), collections.deque()).append(kept)
+            if len(self._unread) > MAX_OWN_KEYS:
+                del self._unread[next(iter(self._unread))]
+
+    async def learn_others(self, records: Iterable[tuple[int, int, bytes | None]]) -> int:
+        """Learn the lessons among ``(learning partition, offset, value)`` records that are not this worker's
+        own (learned in place already), between two batches; how many were learned."""
+        fresh: list[Kept] = []
+        for partition, offset, value in records:
+            try:
+                events_partition, next_offset, lessons = from_record(value or b"")
+            except ValueError as exc:
+                log.warning("learning[%d]@%d skipped: %s", partition, offset, exc)
+                continue
+            self._reads += 1
+            mine = self._unread.get((events_partition, next_offset))
+            if mine:  # this worker's own, learned in place already: only where it is on the topic is new
+                kept = mine.popleft()
+                if not mine:
+                    del self._unread[events_partition, next_offset]
+            else:
+                kept = Kept(events_partition, next_offset, lessons)
+                fresh.append(kept)
+            kept.read, kept.learning = self._reads, (partition, offset)
+        if fresh:
+            async with self.loader.lock:
+                await asyncio.to_thread(self._learn, self.recommender.shared(), fresh)
+            self._others.extend(fresh)
+            bounded(self._others)
+        return len(fresh)
+
+    @staticmethod
+    def _learn(models: SharedModels, kept: Iterable[Kept]) -> None:
+        for one in kept:
+            models.learn(one.lessons)
 
     def age_s(self) -> float:
         """Seconds since the served snapshot was made (since this worker started, before the first one)."""
@@ -95,7 +158,7 @@ class SnapshotFollower:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             **KafkaConnection.from_settings(self.settings).aiokafka(), enable_auto_commit=False, group_id=None,
-            max_partition_fetch_bytes=4 << 20,
+            max_partition_fetch_bytes=4 << 20, isolation_level=self.settings.isolation_level,
         )
         await consumer.start()
         try:
@@ -114,15 +177,30 @@ class SnapshotFollower:
                 async with self.loader.lock:
                     equal = digest(self.recommender.shared().state()) == digest(newest.arrays)
                 self.restored = {"version": newest.version, "byte_equal": equal}
+            await self._follow_lessons(consumer, tp)
             self.ready.set()
             while True:
-                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                got = await consumer.getmany(timeout_ms=1000)
+                for record in got.pop(tp, []):
                     assembler.add(record.key, record.value)
+                await self.learn_others((r.partition, r.offset, r.value) for records in got.values() for r in records)
                 await self._take(assembler)
         finally:
             self.announced.set()  # a stopping worker must not hang the catalog or a batch waiting for it
             self.ready.set()
             await consumer.stop()
+
+    async def _follow_lessons(self, consumer: AIOKafkaConsumer, models: TopicPartition) -> None:
+        """Add the learning topic's partitions to ``consumer``, from where the served snapshot ends."""
+        if self.lessons_topic is None:
+            return
+        position = await consumer.position(models)
+        learning = [TopicPartition(self.lessons_topic, p) for p in range(self.settings.partitions)]
+        consumer.assign([models, *learning])
+        consumer.seek(models, position)
+        done = self.serving.offsets if self.serving else {}
+        for ltp in learning:
+            consumer.seek(ltp, done.get(ltp.partition, 0))
 
     async def _take(self, assembler: Assembler) -> None:
         """Load the assembler's newest whole snapshot if it is newer than the one served (and not refused)."""
@@ -154,11 +232,21 @@ class SnapshotFollower:
             return
         async with self.loader.lock:  # between two batches
             self.recommender.use(models, popularity)
-            self._own = collections.deque((p, o, one) for p, o, one in self._own if o > snap.events.get(p, 0))
-            self._own_bytes = sum(one.nbytes for *_, one in self._own)
-            for *_, lessons in self._own:  # this worker's own, learned in place before: on top of the snapshot again
-                models.learn(lessons)
+            self._own = collections.deque(k for k in self._own if k.next_offset > snap.events.get(k.partition, 0))
+            lp = snap.offsets
+            self._others = collections.deque(k for k in self._others if k.learning[1] >= lp.get(k.learning[0], 0))
+            # Learned here before, not in the snapshot yet: on top of it again, in the order they are on the
+            # learning topic as this worker read it (as the learner will), the own not read back yet last.
+            again = sorted((*self._own, *self._others), key=lambda k: (k.read is None, k.read or 0))
+            self._learn(models, again)
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
         self.metrics.snapshot("loaded", snap.version, snap.size)
         log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", snap.version,
                  snap.size / 1e6, snap.records, time.perf_counter() - started)
+
+
+def bounded(kept: collections.deque[Kept]) -> None:
+    """Drop the oldest of ``kept`` beyond :data:`MAX_OWN_BYTES` (the learner folds them from the topic anyway)."""
+    total = sum(k.lessons.nbytes for k in kept)
+    while total > MAX_OWN_BYTES:
+        total -= kept.popleft().lessons.nbytes

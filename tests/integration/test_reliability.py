@@ -414,6 +414,8 @@ async def test_events_for_items_waiting_for_the_encoder_count_at_once_through_a_
         worker.stop()
         await collector.stop()
     assert {rec.event_id for _, rec in collector.received} == {e.event_id for e in events}, "no other list"
+    shown = {item.item_id for _, rec in collector.received for item in rec.items}
+    assert old[1].item_id not in shown, "retired before these events: in none of their lists, the restart's included"
     dead = await read_records(settings.kafka_bootstrap, settings.topic_dead_letter, idle_s=1.0)
     assert dead == [], "no event was refused while its item waited for the encoder"
     for user in users:

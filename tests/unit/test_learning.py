@@ -208,3 +208,51 @@ async def test_a_serving_worker_swaps_each_snapshot_in_with_its_own_newer_lesson
     await follower._take(reader)
     assert follower.serving.version == 1, "the snapshot it cannot load is refused, the last one served"
     assert_same_state(serve.shared(), both.shared(), rtol=1e-9)
+
+
+async def test_serving_workers_that_follow_each_others_lessons_learn_as_one_process_does() -> None:
+    from streams.app.catalog import CatalogLoader
+    from streams.app.snapshots import SnapshotFollower
+    from streams.learning.lessons import to_record
+    from streams.metrics import Metrics
+
+    # Two serving workers, users split between them (as by events partition), each learning its own
+    # batches in place and the other's as its lessons records arrive; one process learns every batch.
+    workers = [recommender(), recommender()]
+    followers = [
+        SnapshotFollower(SETTINGS, "models", CatalogLoader(SETTINGS, w.catalog), w,
+                         lambda w=w: build_shared_models(SETTINGS, w.catalog), Metrics(), lambda: {}, "learning")
+        for w in workers
+    ]
+    both = recommender()
+    stores: list[dict[bytes, bytes]] = [{}, {}, {}]
+    next_offset, learning_offset = [0, 0], 0
+    published: list[tuple[int, int, Lessons]] = []
+    for batch in stream():
+        for mine in range(2):
+            part = [(key, e) for key, e in batch if int(e.user_id[1:]) % 2 == mine]
+            result, reference = run_batch(workers[mine], part, stores[mine]), run_batch(both, part, stores[2])
+            assert items_of(result.lists) == items_of(reference.lists), "the lists one process makes"
+            assert result.lessons is not None
+            next_offset[mine] += len(part)
+            followers[mine].own(mine, next_offset[mine], result.lessons)
+            record = to_record(result.lessons, mine, next_offset[mine])
+            for reader in range(2):  # both read it back: its worker skips it, the other learns it
+                learned = await followers[reader].learn_others([(0, learning_offset, record)])
+                assert learned == (reader != mine)
+            published.append((mine, next_offset[mine], result.lessons))
+            learning_offset += 1
+    assert_same_state(workers[0].shared(), both.shared())
+    assert_same_state(workers[1].shared(), both.shared())
+    # A snapshot of a learner that folded the first records only: what it lacks is learned again on top.
+    learner, covered = build_shared_models(SETTINGS, catalog()), 9
+    for _, _, lessons in published[:covered]:
+        learner.learn(lessons)
+    events = {m: max(o for w, o, _ in published[:covered] if w == m) for m in range(2)}
+    reader = Assembler()
+    for key, value in to_chunks(encode(Snapshot(1, 0.0, {0: covered}, events, covered, learner.state())), 1, 20_000):
+        reader.add(key, value)
+    for follower in followers:
+        await follower._take(reader)
+    assert_same_state(workers[0].shared(), both.shared(), rtol=1e-9)
+    assert_same_state(workers[1].shared(), both.shared(), rtol=1e-9)
