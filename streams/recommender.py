@@ -306,7 +306,9 @@ class Recommender:
     @staticmethod
     def _mixes(pool: Pool) -> list[Counter[str]]:
         """Each pool's candidates by source, for the traces (one count over the chunk)."""
-        counts = ((pool.source[:, :, None] == np.arange(len(SOURCES))) & pool.valid[:, :, None]).sum(axis=1)
+        n = len(SOURCES)
+        keys = (np.arange(len(pool.rows))[:, None] * n + pool.source)[pool.valid]
+        counts = np.bincount(keys, minlength=len(pool.rows) * n).reshape(-1, n)
         return [Counter({SOURCES[i]: c for i, c in enumerate(row) if c}) for row in counts.tolist()]
 
     def _similar(
