@@ -304,22 +304,29 @@ class Recommender:
         relevance = self._relevance(pending, pool, queries, product, co)
         picks, rerank_s = self._rerank(pending, pool, relevance)
         lists, traces = [], []
-        for b, p in enumerate(pending):
-            p.pool = (pool.rows[b][pool.valid[b]], pool.source[b][pool.valid[b]], relevance[b][pool.valid[b]])
+        sizes = pool.valid.sum(axis=1).tolist()  # each pool is packed left
+        for b, (p, n, mix) in enumerate(zip(pending, sizes, self._mixes(pool), strict=True)):
+            p.pool = (pool.rows[b, :n], pool.source[b, :n], relevance[b, :n])
             mine = picks[b][picks[b] >= 0]
             rows = pool.rows[b, mine]
-            reasons = self._reasons(p.state, rows, [SOURCES[t] for t in pool.source[b, mine]])
-            exploit = [  # built from values the core made itself: no validation needed
-                RecommendedItem.model_construct(item_id=item_id, score=score, reason=reason)
+            reasons = self._reasons(p.state, rows, [SOURCES[t] for t in pool.source[b, mine].tolist()])
+            exploit = [  # pydantic-core validates these faster than model_construct skips it
+                RecommendedItem(item_id=item_id, score=score, reason=reason)
                 for item_id, score, reason in zip(
                     self.catalog.ids(rows), relevance[b, mine].tolist(), reasons, strict=True
                 )
             ]
             lists.append(self._explore(p, exploit, len(seen[b]), pool.seen[b]))
-            counts = np.bincount(pool.source[b][pool.valid[b]], minlength=len(SOURCES))
-            pool_mix = Counter({SOURCES[i]: int(c) for i, c in enumerate(counts) if c})
-            traces.append(ListTrace(p.policy.name, p.policy.reranker.name, pool_mix, rerank_s[b], p.pool[:2]))
+            traces.append(ListTrace(p.policy.name, p.policy.reranker.name, mix, rerank_s[b], p.pool[:2]))
         return lists, traces
+
+    @staticmethod
+    def _mixes(pool: Pool) -> list[Counter[str]]:
+        """Each pool's candidates by source, for the traces (one count over the chunk)."""
+        n = len(SOURCES)
+        keys = (np.arange(len(pool.rows))[:, None] * n + pool.source)[pool.valid]
+        counts = np.bincount(keys, minlength=len(pool.rows) * n).reshape(-1, n)
+        return [Counter({SOURCES[i]: c for i, c in enumerate(row) if c}) for row in counts.tolist()]
 
     def _similar(
         self, pending: Sequence[_Pending]

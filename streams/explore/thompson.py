@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -65,14 +66,12 @@ class ThompsonSampling(Bandit):
         return float(alpha[0]), float(beta[0])
 
     def _params(self, arms: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        idx = np.fromiter((self._index.get(a, -1) for a in arms), dtype=np.intp, count=len(arms))
+        idx = np.fromiter(map(self._index.get, arms, repeat(-1)), dtype=np.intp, count=len(arms))
         known = idx >= 0
-        rows = idx[known]
+        rows = np.where(known, idx, 0)  # an unknown arm reads row 0, then adds nothing to the prior
         scale = self._decay ** (self._step - self._t[rows]) if self._decay != 1.0 else 1.0
-        alpha = np.full(len(arms), self.alpha0)
-        beta = np.full(len(arms), self.beta0)
-        alpha[known] += self._s[rows] * scale
-        beta[known] += self._f[rows] * scale
+        alpha: npt.NDArray[np.float64] = self.alpha0 + np.where(known, self._s[rows] * scale, 0.0)
+        beta: npt.NDArray[np.float64] = self.beta0 + np.where(known, self._f[rows] * scale, 0.0)
         return alpha, beta
 
     def select(

@@ -196,7 +196,7 @@ class Catalog:
 
     def rows(self, item_ids: list[str]) -> npt.NDArray[np.int64]:
         """Rows of the ids known to the catalog (unknown ids are skipped)."""
-        return np.fromiter((self._rows[i] for i in item_ids if i in self._rows), dtype=np.int64)
+        return np.array([row for row in map(self._rows.get, item_ids) if row is not None], np.int64)
 
     def vector(self, item_id: str) -> F32 | None:
         """The item's vector; ``None`` when unknown or announced but not embedded yet."""

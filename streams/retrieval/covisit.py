@@ -178,32 +178,39 @@ class CoVisitation:
         """Per event, every row's co-engagement with that event's last ``window`` items (each counted
         once, at its latest position, weighed by ``recency``), for the whole batch at once: one gather
         and one sum (see :class:`CoScores`)."""
-        at_parts, nbr_parts, w_parts = [], [], []
-        for i, r in enumerate(recent):
-            mine, age = np.unique(r[-self.window :][::-1], return_index=True)  # age 0: the latest item
-            known = mine < len(self._fill)
-            mine, age = mine[known], age[known]
-            if len(mine):
-                nbr_parts.append(self._nbr[mine].ravel())
-                w = self._w[mine] if self.recency == 1.0 else self._w[mine] * (self.recency ** age)[:, None]
-                w_parts.append(w.ravel())
-                at_parts.append(np.full(len(mine) * self._slots, i, np.int64))
-        if not nbr_parts:
+        event, mine, age = self._latest(recent)
+        if not len(mine):
             return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
-        nbr, w, at = np.concatenate(nbr_parts), np.concatenate(w_parts), np.concatenate(at_parts)
+        nbr = self._nbr[mine].ravel()
+        w = (self._w[mine] if self.recency == 1.0 else self._w[mine] * (self.recency**age)[:, None]).ravel()
         live = (nbr >= 0) & (nbr < n_rows)
         if not live.any():  # rows without a neighbour yet: the sorted branch below needs one pair
             return CoScores(len(recent), n_rows, np.zeros(0, np.int64), np.zeros(0))
-        keys = at[live] * n_rows + nbr[live]
+        keys = np.repeat(event, self._slots)[live] * n_rows + nbr[live]
         w = w[live] / self._scale
         if len(recent) * n_rows <= _DENSE_MAX:  # small catalogs: one bincount over a dense [B, n] block
             acc: F64 = np.asarray(np.bincount(keys, weights=w, minlength=len(recent) * n_rows), np.float64)
-            nonzero: Rows = np.flatnonzero(acc).astype(np.int64)
-            return CoScores(len(recent), n_rows, nonzero, acc[nonzero])
+            return CoScores.dense(acc.reshape(len(recent), n_rows))
         order = np.argsort(keys, kind="stable")  # large catalogs: sort the (event, row) pairs instead
         keys, w = keys[order], w[order]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         return CoScores(len(recent), n_rows, keys[starts], np.add.reduceat(w, starts))
+
+    def _latest(self, recent: Sequence[Rows]) -> tuple[Rows, Rows, Rows]:
+        """The ``(event, row, age)`` of each distinct row among each event's last ``window`` items that has
+        neighbour slots, at its latest position (age 0: the event's last item), by event then row (the
+        order the scores are summed in)."""
+        tails = [r[-self.window :] for r in recent]
+        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
+        rows = np.concatenate(tails).astype(np.int64, copy=False) if tails else np.zeros(0, np.int64)
+        event = np.repeat(np.arange(len(tails)), lengths)
+        age = np.cumsum(lengths)[event] - 1 - np.arange(len(rows))
+        order = np.lexsort((age, rows, event))
+        event, rows, age = event[order], rows[order], age[order]
+        first = np.ones(len(rows), bool)  # the youngest of each (event, row)
+        first[1:] = (event[1:] != event[:-1]) | (rows[1:] != rows[:-1])
+        keep = first & (rows < len(self._fill))
+        return event[keep], rows[keep], age[keep]
 
     def neighbours(self, recent: Rows, n: int, n_rows: int | None = None) -> tuple[Rows, F64]:
         """The ``n`` rows most co-engaged with ``recent[-window:]`` (scores summed over them), best first
@@ -224,13 +231,42 @@ _DENSE_MAX = 4_000_000  # events x rows up to which a dense bincount beats sorti
 
 class CoScores:
     """A batch's co-visitation scores, sparse: the ``(event, row)`` pairs with a positive score,
-    as sorted keys ``event * n_rows + row`` and their scores."""
+    as sorted keys ``event * n_rows + row`` and their scores; or dense (:meth:`dense`), as the
+    ``[n_events, n_rows]`` block a small catalog sums into, read by gathers (the sparse form is
+    made from it only if :meth:`top` asks)."""
 
     def __init__(self, n_events: int, n_rows: int, keys: Rows, scores: F64) -> None:
-        self.n_events, self.n_rows, self.keys, self.scores = n_events, n_rows, keys, scores
+        self.n_events, self.n_rows = n_events, n_rows
+        self._sparse: tuple[Rows, F64] | None = (keys, scores)
+        self._dense: F64 | None = None
+
+    @classmethod
+    def dense(cls, block: F64) -> CoScores:
+        """Scores from the dense ``[n_events, n_rows]`` block (0: no co-engagement)."""
+        out = cls(block.shape[0], block.shape[1], np.zeros(0, np.int64), np.zeros(0))
+        out._sparse, out._dense = None, block
+        return out
+
+    @property
+    def keys(self) -> Rows:
+        return self._pairs()[0]
+
+    @property
+    def scores(self) -> F64:
+        return self._pairs()[1]
+
+    def _pairs(self) -> tuple[Rows, F64]:
+        if self._sparse is None:
+            flat = self._dense.ravel() if self._dense is not None else np.zeros(0)
+            nonzero: Rows = np.flatnonzero(flat).astype(np.int64)
+            self._sparse = (nonzero, flat[nonzero])
+        return self._sparse
 
     def at(self, rows: Rows) -> F64:
         """Scores of ``rows`` ``[n_events, P]`` (``-1`` padding scores 0) for each event: ``[n_events, P]``."""
+        if self._dense is not None:
+            out: F64 = np.where(rows >= 0, np.take_along_axis(self._dense, np.maximum(rows, 0), axis=1), 0.0)
+            return out
         keys = np.arange(self.n_events)[:, None] * self.n_rows + rows
         pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
         if not len(self.keys):
