@@ -59,7 +59,7 @@ from streams.bench.core import (
 )
 from streams.build import build_recommender, build_shared_models
 from streams.learning import SharedModels
-from streams.learning.lessons import to_record
+from streams.learning.lessons import from_record, to_record
 from streams.learning.snapshot import MAX_CHUNK_BYTES, Assembler, Snapshot, decode, digest, encode, to_chunks
 from streams.recommender import BatchResult, Recommender
 from streams.settings import Settings
@@ -211,9 +211,9 @@ def measure_snapshot(
 # --- MovieLens: a warmed recommender's models, and serving with and without learning ----------
 
 
-def lessons_encoder(partitions: int, sizes: list[int]) -> Then:
+def lessons_encoder(partitions: int, records: list[bytes]) -> Then:
     """What a serving worker does after each batch: one lessons record per input partition it touched
-    (events partitioned by their key), their sizes appended to ``sizes``."""
+    (events partitioned by their key), appended to ``records``."""
     offsets = [0] * partitions
 
     def send(batch: Batch, result: BatchResult) -> None:
@@ -222,9 +222,18 @@ def lessons_encoder(partitions: int, sizes: list[int]) -> Then:
         for p in np.unique(part).tolist():
             mine = np.flatnonzero(part == p)
             offsets[p] += len(mine)
-            sizes.append(len(to_record(result.lessons.take(mine), p, offsets[p])))
+            records.append(to_record(result.lessons.take(mine), p, offsets[p]))
 
     return send
+
+
+def follow_cost(recommender: Recommender, records: Sequence[bytes], events: int) -> float:
+    """CPU ms per event to decode and learn ``records`` (another worker's lessons of ``events`` events)."""
+    models = copy.deepcopy(recommender).shared()
+    started = time.process_time()
+    for raw in records:
+        models.learn(from_record(raw)[2])
+    return 1e3 * (time.process_time() - started) / events
 
 
 def serving_cost(
@@ -238,17 +247,18 @@ def serving_cost(
     """CPU ms per event at batch 100, role ``both`` (learning in place) against role ``serve`` (learning its
     own batches in place too, and encoding their lessons for the learner), alternating on deep copies of
     the same warmed recommender and store."""
-    cpu: dict[str, list[float]] = {"both": [], "serve": []}
+    cpu: dict[str, list[float]] = {"both": [], "serve": [], "follow": []}
     sizes: list[int] = []
     for r in range(rounds):
         for role in ("both", "serve") if r % 2 == 0 else ("serve", "both"):
             mine, states = copy.deepcopy(recommender), dict(store)
-            written: list[int] = []
+            written: list[bytes] = []
             then = lessons_encoder(partitions, written) if role == "serve" else None
             timed = time_batches(mine, states, events, PROFILE_BATCH, advance, then)
             cpu[role].append(timed["cpu_ms_per_event"])
             if role == "serve":
-                sizes = written
+                sizes = [len(raw) for raw in written]
+                cpu["follow"].append(follow_cost(recommender, written, len(events)))
     both, serve = statistics.median(cpu["both"]), statistics.median(cpu["serve"])
     return {
         "batch_size": PROFILE_BATCH,
@@ -259,6 +269,8 @@ def serving_cost(
         "both_cpu_ms_per_event": both,
         "serve_cpu_ms_per_event": serve,
         "serve_over_both": serve / both,
+        # what a worker following the learning topic spends on each event another worker handled
+        "follow_cpu_ms_per_event": statistics.median(cpu["follow"]),
         "ratio_by_round": [s / b for s, b in zip(cpu["serve"], cpu["both"], strict=True)],
         "lessons_bytes_per_event": sum(sizes) / len(events),
         "lessons_records": len(sizes),

@@ -447,7 +447,8 @@ def _serving_table(serving: dict[str, Any]) -> None:
                   f"{serving['serve_over_both']:.3f}")
     console.print(table)
     console.print(f"lessons: {serving['lessons_bytes_per_event']:,.0f} bytes per event "
-                  f"({serving['lessons_records']:,} records)")
+                  f"({serving['lessons_records']:,} records); following them costs another worker "
+                  f"{_ms(serving['follow_cpu_ms_per_event'])} ms per event")
 
 
 PARTS: dict[str, Callable[..., None]] = {

@@ -196,3 +196,4 @@ def test_cli_snapshot_measures_publish_load_and_serving_cost(tmp_path: Path, mon
     assert len(serving["cpu_ms_per_event"]["both"]) == len(serving["cpu_ms_per_event"]["serve"]) == 2
     assert serving["both_cpu_ms_per_event"] > 0 and serving["serve_cpu_ms_per_event"] > 0
     assert serving["lessons_records"] > 0 and serving["lessons_bytes_per_event"] > 0
+    assert len(serving["cpu_ms_per_event"]["follow"]) == 2 and serving["follow_cpu_ms_per_event"] > 0

@@ -25,10 +25,12 @@ class Publishes(Guarantee):
     def __init__(self, app: Any) -> None:
         super().__init__(app, KafkaConnection(bootstrap="unused:9092"))
         self.commits: list[dict[TopicPartition, int]] = []
+        self.published: list[dict[TopicPartition, int]] = []
 
     async def publish(
         self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
     ) -> Set[TopicPartition]:
+        self.published.append(dict(offsets))
         return set(offsets)
 
     async def commit(self, handled: Mapping[TopicPartition, int]) -> None:
@@ -159,3 +161,31 @@ async def test_a_stop_finishes_the_batch_in_hand_and_commits_it() -> None:
     release.set()
     await draining
     assert output.commits[-1] == {P0: 3}, "the stop commits the batch it waited for"
+
+
+async def test_a_tick_works_between_batches_on_the_topics_partitions_with_their_offsets_unchanged() -> None:
+    items = TopicPartition("items", 0)
+    broker = BrokerLog({P0: 10, P1: 5, items: 3}, committed={P0: 2, P1: 4})
+    await broker._handle([record(P0, o) for o in (2, 3)], 0)
+    seen: list[dict[TopicPartition, int]] = []
+    applied: list[str] = []
+
+    async def wake(offsets: Mapping[TopicPartition, int]) -> Outbox:
+        seen.append(dict(offsets))
+        out = Outbox()
+        out.add(P1, "recs", b"u", b"list")
+        out.after(P1, lambda: applied.append("state"))
+        return out
+
+    await broker.tick("events", wake)
+    assert seen == [{P0: 4, P1: 4}], "handled up to 4 on P0; P1 where its group committed; no items partition"
+    guarantee: Any = broker.guarantee
+    assert guarantee.published[-1] == {P1: 4} and applied == ["state"], "published with its offset unchanged"
+    assert broker.next == {P0: 4, P1: 4}
+
+    async def nothing(offsets: Mapping[TopicPartition, int]) -> Outbox:
+        return Outbox()
+
+    published = len(guarantee.published)
+    await broker.tick("events", nothing)
+    assert len(guarantee.published) == published, "nothing to publish, nothing published"
