@@ -230,32 +230,35 @@ class EventsHandler:
             return BatchResult([], {}, [], [])
 
     def answer(self, taken: Taken, result: BatchResult, out: Outbox) -> None:
-        """The lists, then the new states, into ``out``; the probes once each partition is published."""
-        # Dead letters and lists first, then the states stamped with these offsets (see
-        # streams.app.stamps): at-least-once delivers them in this order, each acknowledged, before
-        # the offsets may be committed; exactly-once commits them with the offsets. The changelog is
-        # written here rather than through the Faust table (`table[key] = ...` only queues it in
-        # Faust's producer buffer, where a commit right after the batch could overtake it).
+        """The lists, the lessons, then the new states, into ``out``; the probes once each partition is published."""
+        # Dead letters and lists first, then what the batch teaches the learner, then the states stamped
+        # with these offsets (see streams.app.stamps): at-least-once delivers them in this order, each
+        # acknowledged, before the offsets may be committed, so a crash before the states were written
+        # replays the batch (its lists and lessons again) and a crash after has lost nothing; exactly-once
+        # commits them with the offsets. The changelog is written here rather than through the Faust table
+        # (`table[key] = ...` only queues it in Faust's producer buffer, where a commit right after the
+        # batch could overtake it).
         good, records = taken.good, taken.records
         recs, traces, rewards = result.lists, result.traces, result.rewards
         for rec, recommendation in zip(records, recs, strict=True):
             out.add(rec.tp, self.recommendations_topic, rec.key, encode(recommendation))
-        for key in [*result.states, *(key for key in taken.parked if key not in result.states)]:
-            self.write_state(out, taken.sources[key], key, taken.applied[key], result.states.get(key),
-                             taken.parked.get(key))
-        if result.dropped_updates and records:
-            out.after(records[0].tp, functools.partial(self.metrics.interest_updates_dropped, result.dropped_updates))
         by_tp: dict[TopicPartition, list[int]] = {}
         for i, rec in enumerate(records):
             by_tp.setdefault(rec.tp, []).append(i)
-        for n, (tp, mine) in enumerate(by_tp.items()):
-            if self.lessons_topic and result.lessons is not None:  # one record per partition: its transaction's
+        if self.lessons_topic and result.lessons is not None:
+            for tp, mine in by_tp.items():  # one record per partition: its transaction's
                 lessons = result.lessons.take(np.array(mine))
                 next_offset = taken.covers.get(tp, records[mine[-1]].offset + 1)
                 value = to_record(lessons, tp.partition, next_offset)
                 out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
                 if self.own_lessons is not None:  # before it is sent: read back, it must be known as learned
                     self.own_lessons(tp.partition, next_offset, lessons)
+        for key in [*result.states, *(key for key in taken.parked if key not in result.states)]:
+            self.write_state(out, taken.sources[key], key, taken.applied[key], result.states.get(key),
+                             taken.parked.get(key))
+        if result.dropped_updates and records:
+            out.after(records[0].tp, functools.partial(self.metrics.interest_updates_dropped, result.dropped_updates))
+        for n, (tp, mine) in enumerate(by_tp.items()):
             events, stamps = [good[i][1] for i in mine], [records[i].timestamp for i in mine]
             made = ([recs[i] for i in mine], [traces[i] for i in mine], rewards if n == 0 else [])
             out.after(tp, functools.partial(self.probe.published, events, stamps, *made))

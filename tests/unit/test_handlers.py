@@ -21,6 +21,7 @@ from streams.app.events import MAX_PARKED_PER_USER, EventsHandler
 from streams.app.items import ItemsHandler
 from streams.app.stamps import Stamped, stamp, unstamp
 from streams.contracts import Event, Item, Recommendation, vector_of
+from streams.learning import Lessons
 from streams.metrics import Metrics
 from streams.recommender import BatchResult, ListTrace
 from streams.retrieval import Catalog, CatalogItem
@@ -257,3 +258,18 @@ async def test_held_interest_updates_are_folded_in_once_their_items_vector_arriv
     assert topics(out) == [(1, "changelog", b"u1")], "no list: folding is not an event"
     out.published({P1})
     assert Stamped.of(rig.states[b"u1"]) == Stamped(0, b"S-u1-1+folded")
+
+
+async def test_a_batchs_lessons_go_out_before_its_states() -> None:
+    # At-least-once delivers topic by topic: a crash after the states were written must find the lessons out.
+    rig = Rig(lessons_topic="learning")
+    process = rig.recommender.process
+
+    def teaching(events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult:
+        lessons = Lessons.build([(0, e.user_id, e.item_id, 1.0, []) for _, e in events],
+                                np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool), [], [], [])
+        return dataclasses.replace(process(events, states), lessons=lessons)
+
+    rig.recommender.process = teaching  # type: ignore[method-assign]
+    out = await rig.handler([event_record(P0, 0, "u1", "i1", NOW), event_record(P1, 0, "u2", "i2", NOW)])
+    assert [topic for topic, _ in out.by_topic()] == ["recs", "learning", "changelog"]
