@@ -40,7 +40,6 @@ MAX_OWN_BYTES = 64 << 20
 MAX_OWN_KEYS = 100_000
 
 
-
 @dataclass(eq=False)
 class Kept:
     """Lessons learned here that no snapshot served includes yet: this worker's own (its events ``partition``
@@ -94,12 +93,12 @@ class SnapshotFollower:
         self.serving: Snapshot | None = None
         self._started = time.time()
         self._refused = 0  # the newest version that could not be loaded (not tried again)
-        #: This worker's lessons no snapshot served includes yet: (events partition, next offset, lessons).
-        self._own: collections.deque[Kept] = collections.deque()
+        #: This worker's lessons no snapshot served includes yet, in the order they were made.
+        self._own = Bounded()
         #: The learning topic, followed for the other workers' lessons (None: not followed).
         self.lessons_topic = lessons_topic
-        #: The other workers' lessons no snapshot served includes yet, as read.
-        self._others: collections.deque[Kept] = collections.deque()
+        #: The other workers' lessons no snapshot served includes yet, in the order they were read.
+        self._others = Bounded()
         self._unread: dict[tuple[int, int], collections.deque[Kept]] = {}  # own, by (partition, next offset)
         self._reads = 0
         metrics.track_models(self.age_s, self.events_behind)
@@ -108,8 +107,7 @@ class SnapshotFollower:
         """This worker publishes ``lessons`` of events partition ``partition`` up to ``next_offset`` (told before
         it is sent, so that reading it back knows it as learned already)."""
         kept = Kept(partition, next_offset, lessons)
-        self._own.append(kept)
-        bounded(self._own)
+        self._own.add([kept])
         if self.lessons_topic is not None:
             self._unread.setdefault((partition, next_offset), collections.deque()).append(kept)
             if len(self._unread) > MAX_OWN_KEYS:
@@ -138,9 +136,11 @@ class SnapshotFollower:
         if fresh:
             async with self.loader.lock:
                 await asyncio.to_thread(self._learn, self.recommender.shared(), fresh)
-            self._others.extend(fresh)
-            bounded(self._others)
+            self._others.add(fresh)
         return len(fresh)
+
+    def _again(self) -> list[Kept]:
+        return sorted((*self._own.kept, *self._others.kept), key=lambda k: (k.read is None, k.read or 0))
 
     @staticmethod
     def _learn(models: SharedModels, kept: Iterable[Kept]) -> None:
@@ -231,22 +231,34 @@ class SnapshotFollower:
             self._refuse(snap.version, exc)
             return
         async with self.loader.lock:  # between two batches
-            self.recommender.use(models, popularity)
-            self._own = collections.deque(k for k in self._own if k.next_offset > snap.events.get(k.partition, 0))
-            lp = snap.offsets
-            self._others = collections.deque(k for k in self._others if k.learning[1] >= lp.get(k.learning[0], 0))
-            # Learned here before, not in the snapshot yet: on top of it again, in the order they are on the
-            # learning topic as this worker read it (as the learner will), the own not read back yet last.
-            again = sorted((*self._own, *self._others), key=lambda k: (k.read is None, k.read or 0))
-            self._learn(models, again)
+            self.recommender.use(models, popularity)  # popularity lives in the catalog: loaded first
+            # What was learned here and is not in the snapshot: on top of it again, in the order it is on the
+            # learning topic as this worker read it (as the learner folds it), the own not read back yet last;
+            # off the event loop (with the other workers' lessons, up to a snapshot interval of the stream).
+            self._own.keep(lambda k: k.next_offset > snap.events.get(k.partition, 0))
+            self._others.keep(lambda k: k.learning[1] >= snap.offsets.get(k.learning[0], 0))
+            await asyncio.to_thread(self._learn, models, self._again())
         self.serving = Snapshot(snap.version, snap.created_at, snap.offsets, snap.events, snap.records, {}, snap.size)
         self.metrics.snapshot("loaded", snap.version, snap.size)
         log.info("serving snapshot %d (%.1f MB, %d lessons records; loaded in %.2f s)", snap.version,
                  snap.size / 1e6, snap.records, time.perf_counter() - started)
 
 
-def bounded(kept: collections.deque[Kept]) -> None:
-    """Drop the oldest of ``kept`` beyond :data:`MAX_OWN_BYTES` (the learner folds them from the topic anyway)."""
-    total = sum(k.lessons.nbytes for k in kept)
-    while total > MAX_OWN_BYTES:
-        total -= kept.popleft().lessons.nbytes
+class Bounded:
+    """Kept lessons, oldest first, at most :data:`MAX_OWN_BYTES` of them (the oldest go: the learner folds
+    them from the topic anyway)."""
+
+    def __init__(self) -> None:
+        self.kept: collections.deque[Kept] = collections.deque()
+        self.nbytes = 0
+
+    def add(self, kept: Iterable[Kept]) -> None:
+        for one in kept:
+            self.kept.append(one)
+            self.nbytes += one.lessons.nbytes
+        while self.nbytes > MAX_OWN_BYTES:
+            self.nbytes -= self.kept.popleft().lessons.nbytes
+
+    def keep(self, still: Callable[[Kept], bool]) -> None:
+        self.kept = collections.deque(filter(still, self.kept))
+        self.nbytes = sum(k.lessons.nbytes for k in self.kept)
