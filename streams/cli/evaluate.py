@@ -63,6 +63,7 @@ def evaluate(
     )
     if ablation and POLICY in names:
         names += ablation_names()
+    jobs = min(jobs, len(names))
     with progress_bar() as progress:
         ev = prepare(dataset, settings, sample_users or None, seed, progress)
         sources = None
