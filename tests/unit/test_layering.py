@@ -8,7 +8,8 @@ import sys
 import pytest
 
 CORE = ["streams.contracts", "streams.interest", "streams.retrieval", "streams.rerank", "streams.recommender",
-        "streams.evaluate", "streams.evaluate.run", "streams.evaluate.report", "streams.cli.evaluate",
+        "streams.evaluate", "streams.evaluate.run", "streams.evaluate.parallel", "streams.evaluate.report",
+        "streams.cli.evaluate",
         "streams.explore", "streams.feedback", "streams.learning", "streams.ranking", "streams.bench.rerank",
         "streams.bench.core", "streams.bench.snapshot", "streams.build",
         "streams.demo.movielens", "encoders"]
