@@ -28,7 +28,7 @@ from streams.app.batch import Outbox, Record
 from streams.app.catalog import CatalogLoader
 from streams.app.dead_letters import DeadLetters, ProcessingError
 from streams.app.guarantee.states import UserStates
-from streams.app.stamps import Parked, Stamped, Unstamped, unstamp, waits
+from streams.app.stamps import Parked, Stamped, Unstamped, unstamp
 from streams.app.waiting import Waiting
 from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
 from streams.learning import Lessons
@@ -270,8 +270,7 @@ class EventsHandler:
         """Write ``key``'s stamped state (``None``: the stored one) with its parked events (``None``: the
         stored ones); the partition is kept while the user waits for items."""
         if state is None or parked is None:
-            value = self.states.get(key)
-            stored = Stamped.of(value) if value is not None and waits(value) else Stamped(*unstamp(value))
+            stored = Stamped.of(self.states.get(key))
             state = state if state is not None else stored.state
             parked = parked if parked is not None else stored.parked
         held = self.recommender.held_items(state) if state else []
