@@ -90,17 +90,7 @@ class CoVisitation:
             self._scale = 1.0
         adds = w * self._scale * self._growth ** steps.astype(np.float64)
         self._scale *= self._growth ** float(steps[-1])
-        a_parts, b_parts, add_parts = [], [], []
-        for i in np.flatnonzero(positive).tolist():
-            # The pairs in the order a one-by-one update adds them: per recent item (first occurrence
-            # first), the item's side, then the other's.
-            others = np.array([o for o in dict.fromkeys(recent[i][-self.window :].tolist()) if o != items[i]], np.int64)
-            a_parts.append(np.stack([np.full(len(others), items[i], np.int64), others], axis=1).ravel())
-            b_parts.append(np.stack([others, np.full(len(others), items[i], np.int64)], axis=1).ravel())
-            add_parts.append(np.full(2 * len(others), adds[i]))
-        if not a_parts:
-            return
-        a, b, add = np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(add_parts)
+        a, b, add = self._pairs_of(recent, items, adds, positive)
         if len(a) == 0:
             return
         self._grow(int(max(a.max(), b.max())) + 1)
@@ -128,6 +118,32 @@ class CoVisitation:
         self._nbr[na, pos] = nb
         self._w[na, pos] = nw
         np.add.at(self._fill, na, 1)
+
+    def _pairs_of(
+        self, recent: Sequence[Rows], items: Rows, adds: F64, positive: npt.NDArray[np.bool_]
+    ) -> tuple[Rows, Rows, F64]:
+        """The ``(a, b, add)`` pairs the positive events count, in the order one-by-one updates add them:
+        per event, per distinct recent row other than the item (first occurrence first), the item's
+        side then the other's."""
+        events = np.flatnonzero(positive)
+        tails = [np.asarray(recent[i][-self.window :], np.int64) for i in events.tolist()]
+        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
+        if not lengths.sum():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        others = np.concatenate(tails)
+        event = np.repeat(events, lengths)
+        item = np.asarray(items, np.int64)[event]
+        # The first occurrence of each (event, row): np.unique's first index per key, in the original order.
+        width = int(max(others.max(), item.max())) + 1
+        first = np.zeros(len(others), bool)
+        first[np.unique(event * width + others, return_index=True)[1]] = True
+        keep = first & (others != item)
+        item, others, add = item[keep], others[keep], adds[event[keep]]
+        return (
+            np.stack([item, others], axis=1).ravel(),
+            np.stack([others, item], axis=1).ravel(),
+            np.repeat(add, 2),
+        )
 
     def _replay(self, row: int, others: list[int], adds: list[float]) -> None:
         """One-by-one updates of ``row``: add each count; past the last slot, keep the heaviest
