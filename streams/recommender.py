@@ -496,7 +496,7 @@ class Recommender:
                     for i, b in enumerate(members)
                 ]
             started = time.perf_counter()
-            chosen = reranker.select_many(rel, self.catalog.compact.vectors[rows], self.k, contexts)
+            chosen = reranker.select_rows(rel, self.catalog.compact.vectors, rows, self.k, contexts)
             elapsed = (time.perf_counter() - started) / len(members)
             width = min(chosen.shape[1], self.k)
             mapped = np.where(chosen[:, :width] >= 0,

@@ -66,6 +66,13 @@ class Reranker(abc.ABC):
             out[b, : len(picks)] = picks
         return out
 
+    def select_rows(
+        self, relevance: Scores, vectors: FloatArray, rows: IndexArray, k: int, contexts: Contexts = None
+    ) -> IndexArray:
+        """:meth:`select_many` with each candidate's embedding ``vectors[rows[b, p]]``: rerankers that
+        can tell which candidates they will not pick override it to gather fewer vectors."""
+        return self.select_many(relevance, vectors[rows], k, contexts)
+
     def rerank(
         self, candidates: Sequence[T], relevance: FloatArray, embeddings: FloatArray, k: int
     ) -> list[T]:
