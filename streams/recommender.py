@@ -581,6 +581,7 @@ class Recommender:
         Then each event's candidates become its user's previous list (in order: a user's second event
         in a batch learns from the list of their first)."""
         lessons: list[tuple[int, Rows, npt.NDArray[np.int8], int]] = []
+        cut = iter(self.pools.cut([p.pool for p in pending if p.pool is not None]))
         for b, p in enumerate(pending):
             event = p.event
             last = self.pools.get(event.user_id)
@@ -589,7 +590,7 @@ class Recommender:
                 if len(taken):
                     lessons.append((b, *last, int(taken[0])))
             if p.pool is not None:
-                self.pools.put(event.user_id, *p.pool)
+                self.pools.store(event.user_id, *next(cut))
         if not lessons:
             return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), [], []
         width = max(len(rows) for _, rows, _, _ in lessons)

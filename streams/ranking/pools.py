@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -37,9 +38,27 @@ class LastPools:
         return len(self._pools)
 
     def put(self, user: str, rows: Rows, sources: Sources, relevance: npt.NDArray[np.floating]) -> None:
-        if len(rows) > self.width:
-            keep = np.sort(np.argsort(-relevance, kind="stable")[: self.width])
-            rows, sources = rows[keep], sources[keep]
+        self.store(user, *self.cut([(rows, sources, relevance)])[0])
+
+    def cut(
+        self, pools: Sequence[tuple[Rows, Sources, npt.NDArray[np.floating]]]
+    ) -> list[tuple[Rows, Sources]]:
+        """Each pool's ``width`` most relevant candidates in pool order (ties: the earlier), sorted
+        for all the pools at once."""
+        out = [(rows, sources) for rows, sources, _ in pools]
+        long = [i for i, (rows, _, _) in enumerate(pools) if len(rows) > self.width]
+        if long:
+            relevance = np.full((len(long), max(len(pools[i][0]) for i in long)), -np.inf)
+            for line, i in enumerate(long):
+                relevance[line, : len(pools[i][2])] = pools[i][2]
+            keep = np.sort(np.argsort(-relevance, axis=1, kind="stable")[:, : self.width], axis=1)
+            for line, i in enumerate(long):
+                out[i] = (pools[i][0][keep[line]], pools[i][1][keep[line]])
+        return out
+
+    def store(self, user: str, rows: Rows, sources: Sources) -> None:
+        """Keep ``rows`` and ``sources`` (already :meth:`cut`) as the user's last pool."""
+        # Copies: a pool is often a slice of its whole batch's arrays, which it must not keep alive.
         self._pools[user] = (rows.astype(np.int64), sources.astype(np.int8))
         self._pools.move_to_end(user)
         while len(self._pools) > self.capacity:
