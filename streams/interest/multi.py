@@ -6,6 +6,7 @@ that matches neither; a few centroids keep both, and the retrieval budget is spl
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -326,12 +327,16 @@ def split_budget(weights: F32, total: int, floor: int = 1) -> npt.NDArray[np.int
     m = len(weights)
     if m == 0:
         return np.zeros(0, np.int64)
+    # Python floats for the few centroids a user has: numpy's per-call cost dwarfs the arithmetic,
+    # and float64 division rounds the same either way.
     floor = min(floor, total // m)
-    ideal = np.asarray(weights, np.float64) / max(float(np.sum(weights)), 1e-12) * total
-    out = np.maximum(np.floor(ideal), floor).astype(np.int64)
-    diff = total - int(out.sum())
+    whole = max(float(np.sum(weights)), 1e-12)
+    ideal = [float(w) / whole * total for w in np.asarray(weights).tolist()]
+    out = [max(math.floor(x), floor) for x in ideal]
+    diff = total - sum(out)
     if diff > 0:
-        out[np.argsort(-(ideal - out), kind="stable")[:diff]] += 1
-    for _ in range(-diff):  # floors overshot: take from the largest shares
-        out[int(np.argmax(out))] -= 1
-    return out
+        for i in sorted(range(m), key=lambda i: out[i] - ideal[i])[:diff]:  # stable: ties keep their order
+            out[i] += 1
+    for _ in range(-diff):  # floors overshot: take from the largest shares (the first of equals)
+        out[max(range(m), key=out.__getitem__)] -= 1
+    return np.array(out, np.int64)
