@@ -421,11 +421,14 @@ class Recommender:
         safe = np.where(rows >= 0, rows, 0)
         best = np.full((n_events, width), -np.inf, np.float32)
         if similar is not None:
-            offset = 0
-            for b, q in enumerate(queries):  # a gather per event: [m_b, P] of the batch product
-                if len(q):
-                    best[b] = similar.scores[offset : offset + len(q)][:, safe[b]].max(axis=0) / similar.norms[safe[b]]
-                offset += len(q)
+            # One gather for the batch: each event's query rows of the product, padded with row 0 then
+            # masked, so each max runs over exactly that event's queries.
+            sizes = np.fromiter(map(len, queries), np.int64, n_events)
+            slots = np.arange(m)
+            mine = slots < sizes[:, None]
+            first = np.cumsum(sizes) - sizes
+            picked = similar.scores[np.where(mine, first[:, None] + slots, 0)[:, :, None], safe[:, None, :]]
+            best = np.where(mine[:, :, None], picked, -np.inf).max(axis=1) / similar.norms[safe]
         else:
             padded = np.zeros((n_events, m, self.catalog.dim), np.float32)
             for b, q in enumerate(queries):
