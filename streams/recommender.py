@@ -334,7 +334,7 @@ class Recommender:
         """Each event's unit interest queries, the batch product of all of them with every item when
         search computes it anyway (exact search), and per event the ``(rows, budget)`` of each
         centroid's search."""
-        queries, weights = zip(*(self.interest.queries(p.state) for p in pending), strict=True)
+        queries, weights = zip(*self.interest.queries_many([p.state for p in pending]), strict=True)
         sizes = [len(q) for q in queries]
         similar: list[list[tuple[Rows, int]]] = [[] for _ in pending]
         if not sum(sizes):
@@ -419,7 +419,6 @@ class Recommender:
         if m == 0:
             return np.zeros((n_events, width), np.float32)
         safe = np.where(rows >= 0, rows, 0)
-        best = np.full((n_events, width), -np.inf, np.float32)
         if similar is not None:
             # One gather for the batch: each event's query rows of the product, padded with row 0 then
             # masked, so each max runs over exactly that event's queries.
@@ -439,7 +438,8 @@ class Recommender:
             best = sims.max(axis=2) / np.maximum(np.linalg.norm(vecs, axis=2), np.float32(1e-12))
         cold = np.array([len(q) == 0 for q in queries])
         best[cold] = 0.0
-        return best.astype(np.float32)
+        out: F32 = best.astype(np.float32)
+        return out
 
     def _features(
         self, states: Sequence[MultiInterestState], users: Sequence[str], ts: F64, rows: Rows,
@@ -604,7 +604,7 @@ class Recommender:
         learners = [pending[b] for b, *_ in lessons]
         states = [p.before for p in learners]
         recent = [self.catalog.rows(s.history[-self.covisit.window :]) for s in states]
-        queries = [self.interest.queries(s)[0] for s in states]
+        queries = [q for q, _ in self.interest.queries_many(states)]
         features = self._features(
             states, [p.event.user_id for p in learners], np.array([p.event.ts for p in learners]), rows, sources,
             self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
