@@ -73,6 +73,28 @@ def test_centroids_never_exceed_max_interests(max_interests: int, n_clusters: in
     assert model.queries(state)[0].shape[0] == state.n_centroids
 
 
+@settings(max_examples=30, deadline=None)
+@given(max_interests=st.integers(1, 9), users=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_queries_of_a_batch_are_those_one_by_one(max_interests: int, users: int, seed: int) -> None:
+    """queries_many (the batched decode the recommender serves with) gives each state's queries bit for
+    bit: cold users, ties between weights, and as many centroids as allowed."""
+    rng = np.random.default_rng(seed)
+    model = MultiInterest(16, max_interests=max_interests)
+    states = []
+    for u in range(users):
+        state = model.new_state()
+        for i in range(int(rng.integers(0, 40))):
+            vec = rng.normal(size=16).astype(np.float32)
+            model.learn_one(state, f"i{i}", vec, float(rng.choice([0.0, 0.3, 1.0, 2.0])), ts=float(i))
+        if u % 3 == 0 and state.n_centroids > 1:
+            state.weights[:] = state.weights[0]
+        states.append(state)
+    for state, (queries, weights) in zip(states, model.queries_many(states), strict=True):
+        one_queries, one_weights = model.queries(state)
+        assert queries.dtype == one_queries.dtype and weights.dtype == one_weights.dtype
+        assert np.array_equal(queries, one_queries) and np.array_equal(weights, one_weights)
+
+
 _names = st.text(st.characters(codec="utf-8", exclude_characters="\x1f"), min_size=1, max_size=10)
 
 

@@ -81,3 +81,25 @@ def test_select_many_is_select_per_list(reranker: Reranker) -> None:
     for b in range(n_lists):
         one = reranker.select(rel[b, : counts[b]], emb[b, : counts[b]], k)
         assert many[b][many[b] >= 0].tolist() == one.tolist()
+
+
+@pytest.mark.parametrize("theta", [0.3, 0.7, 0.95])
+def test_dpp_on_its_shortlist_picks_what_it_picks_on_the_whole_pool(theta: float) -> None:
+    """select_rows reads only the most relevant candidates' vectors where that cannot change a pick, and
+    the whole pool elsewhere: the same lists as select_many on every candidate, whichever path a list took."""
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(600, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    n_lists, width, k = 60, 200, 10
+    rows = np.stack([rng.permutation(600)[:width] for _ in range(n_lists)])
+    # Relevance spread wide for some lists (the shortlist decides) and narrow for others (it cannot).
+    rel = rng.normal(size=(n_lists, width)) * rng.choice([0.05, 1.0, 5.0], size=(n_lists, 1))
+    for b, count in enumerate(rng.integers(5, width + 1, n_lists)):
+        rel[b, count:] = -np.inf
+    whole = DPP(theta, shortlist=0).select_many(rel, vectors[rows], k)
+    short = DPP(theta, shortlist=40)
+    calls: list[int] = []
+    greedy = short._greedy
+    short._greedy = lambda r, e, kk: calls.append(len(r)) or greedy(r, e, kk)  # type: ignore[method-assign]
+    assert np.array_equal(short.select_rows(rel, vectors, rows, k), whole)
+    assert len(calls) == 2 and 0 < calls[1] < n_lists  # some lists were redone on the whole pool, not all
