@@ -58,6 +58,9 @@ SOURCES = (SIMILAR, COVISITED, COLLABORATIVE, TRENDING, FRESH)
 # Events x catalog rows that one pass's masks may take: a batch is cut into chunks below it, so a
 # catalog of a million items does not ask for [events, items] arrays of gigabytes.
 _CHUNK_CELLS = 8_000_000
+# And at most this many events: a pass's [events, items] blocks then stay in cache (a batch of 500
+# over MovieLens went 10-15 % faster in chunks of 128), and co-visitation sums them densely.
+_CHUNK_EVENTS = 128
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ class Recommender:
             pending.append(_Pending(event, state.snapshot(), before, policy, policy.name))
         lists: list[list[RecommendedItem]] = []
         traces: list[ListTrace] = []
-        size = max(1, _CHUNK_CELLS // max(len(self.catalog), 1))
+        size = min(_CHUNK_EVENTS, max(1, _CHUNK_CELLS // max(len(self.catalog), 1)))
         for start in range(0, len(pending), size):
             chunk_lists, chunk_traces = self._recommend(pending[start : start + size])
             lists += chunk_lists

@@ -141,8 +141,10 @@ def blocked_product(queries: F32, vectors: F32) -> F32:
     one matrix-vector product per query).
 
     BLAS picks its kernels by shape, and a row's rounding follows them, so the queries go in
-    zero-padded blocks of a fixed size: a query's scores are then the same bits whatever else is
-    in its batch (a list must not depend on the events after it, not even in the last bit).
+    zero-padded blocks of a fixed size: a query's scores then depend only on its slot in its block,
+    never on the queries after it (a list must not depend on the events after it, not even in the
+    last bit). The slot can still move a last bit: a query's scores at another place in a batch may
+    differ by one unit in the last place.
     """
     n, block = len(queries), _QUERY_BLOCK
     padded = np.zeros((-(-n // block) * block, vectors.shape[1]), np.float32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,28 @@ def test_no_look_ahead_and_exact_user_state() -> None:
         run_lists(single, [pair], single_store)
     assert long_store == single_store
     assert [r.event_id for r in long] == [e.event_id for _, e in events]
+
+
+def test_a_batch_cut_into_chunks_makes_the_lists_it_makes_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long batch is made in chunks of events (for the cache); the lists and states are those of one pass."""
+    rng = np.random.default_rng(5)
+    events = [ev(n, f"u{rng.integers(30)}", item_of(int(rng.integers(4)), int(rng.integers(PER_CLUSTER))))
+              for n in range(300)]
+    warm: dict[bytes, bytes] = {}
+    model = recommender(policy="dpp_explore")
+    run_lists(model, events[:150], warm)
+    outcomes = []
+    for chunk in (1000, 7):
+        monkeypatch.setattr("streams.recommender._CHUNK_EVENTS", chunk)
+        store = dict(warm)
+        lists = run_lists(copy.deepcopy(model), events[150:], store)
+        outcomes.append((lists, store))
+    (whole, whole_states), (chunked, chunked_states) = outcomes
+    assert chunked_states == whole_states
+    for one, other in zip(whole, chunked, strict=True):
+        assert [(i.item_id, i.reason) for i in one.items] == [(i.item_id, i.reason) for i in other.items]
+        # A query's product rounds by its slot in its block of the batch (see blocked_product): a last bit.
+        assert np.allclose([i.score for i in one.items], [i.score for i in other.items], rtol=1e-6, atol=0)
 
 
 def test_every_list_carries_policy_and_arm_and_the_split_is_stable() -> None:
