@@ -15,6 +15,7 @@ import numpy.typing as npt
 from encoders import Encoder
 from streams.contracts import Event, Recommendation
 from streams.feedback import Reward
+from streams.metrics.quality import intra_list_diversity_many
 from streams.metrics.registry import Metrics
 from streams.recommender import ListTrace
 from streams.retrieval import Catalog
@@ -67,16 +68,27 @@ class ListProbe:
         ``traces[i]`` says; all of them were sent by ``now`` (default: now). ``rewards`` are what the
         batch taught the models: its clicks on shown items count towards CTR."""
         sent = time.time() if now is None else now
-        m, catalog = self.metrics, self.catalog
+        m = self.metrics
         for reward in rewards:
             if reward.reward > 0:
                 m.click(reward.policy, reward.arm)
-        for event, stamp, rec, trace in zip(events, produced_at, recs, traces, strict=True):
+        for event, stamp, trace in zip(events, produced_at, traces, strict=True):
             m.event_consumed(event.type.value)
             m.end_to_end_latency(sent - stamp)
             for source, size in trace.pool.items():
                 m.candidates(source, size)
             if trace.pool:  # an empty pool was not reranked
                 m.reranked(trace.reranker, trace.rerank_s)
-            vectors = catalog.vectors[catalog.rows([item.item_id for item in rec.items])]
-            m.list_produced(rec.policy, rec.arm, rec.items, vectors)
+        for rec, ild in zip(recs, self._diversity(recs).tolist(), strict=True):
+            m.list_produced(rec.policy, rec.arm, rec.items, None if ild != ild else ild)  # NaN: under 2 items
+
+    def _diversity(self, recs: Sequence[Recommendation]) -> npt.NDArray[np.float64]:
+        """Each list's intra-list diversity over its items the catalog knows, all lists at once."""
+        sizes = np.fromiter((len(rec.items) for rec in recs), np.int64, len(recs))
+        rows = self.catalog.lookup([item.item_id for rec in recs for item in rec.items])
+        owner = np.repeat(np.arange(len(recs)), sizes)[rows >= 0]
+        rows = rows[rows >= 0]
+        counts = np.bincount(owner, minlength=len(recs))
+        grid = np.zeros((len(recs), int(counts.max(initial=0))), np.int64)
+        grid[owner, np.arange(len(rows)) - (np.cumsum(counts) - counts)[owner]] = rows
+        return intra_list_diversity_many(self.catalog.vectors[grid], counts)

@@ -12,6 +12,8 @@ from streams.contracts import RecommendedItem
 #: The ``reason`` of an item put in a list to explore rather than to exploit (see ``streams.explore``).
 EXPLORE = "explore"
 
+F64 = npt.NDArray[np.float64]
+
 
 def intra_list_diversity(embeddings: npt.NDArray[np.float32]) -> float | None:
     """Mean pairwise cosine distance ``1 - cos`` of a list's L2-normalised item rows; None below 2 items.
@@ -21,14 +23,27 @@ def intra_list_diversity(embeddings: npt.NDArray[np.float32]) -> float | None:
     >>> intra_list_diversity(np.ones((1, 2), dtype=np.float32)) is None
     True
     """
-    n = len(embeddings)
-    if n < 2:
-        return None
-    e = embeddings.astype(np.float64, copy=False)
-    gram = e @ e.T
-    # sum over i != j of cos, without building the mask: total minus the diagonal
-    mean_cos = (float(gram.sum()) - float(np.trace(gram))) / (n * (n - 1))
-    return max(0.0, 1.0 - mean_cos)  # float32 rows are not exactly unit length
+    ild = float(intra_list_diversity_many(embeddings[None], np.array([len(embeddings)]))[0])
+    return None if np.isnan(ild) else ild
+
+
+def intra_list_diversity_many(embeddings: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]) -> F64:
+    """:func:`intra_list_diversity` of lists ``embeddings[b, :counts[b]]`` (``[B, K, d]``, padded), NaN
+    below 2 items: the sum over pairs ``i != j`` of ``e_i . e_j`` is ``|sum e|^2 - sum |e|^2``, no Gram
+    matrix needed.
+
+    >>> e = np.array([[[1, 0], [0, 1], [1, 0]], [[1, 0], [1, 0], [9, 9]]], dtype=np.float32)
+    >>> intra_list_diversity_many(e, np.array([3, 2])).round(4).tolist()
+    [0.6667, 0.0]
+    """
+    n = np.asarray(counts, np.float64)
+    e = np.where((np.arange(embeddings.shape[1]) < counts[:, None])[:, :, None], embeddings, 0.0).astype(np.float64)
+    total = np.einsum("bd,bd->b", e.sum(axis=1), e.sum(axis=1))
+    diagonal = np.einsum("bkd,bkd->b", e, e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_cos = (total - diagonal) / (n * (n - 1))
+    out: F64 = np.where(n >= 2, np.maximum(0.0, 1.0 - mean_cos), np.nan)  # float32 rows are not exactly unit
+    return out
 
 
 def exploration_share(items: Sequence[RecommendedItem]) -> float | None:

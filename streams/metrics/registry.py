@@ -12,13 +12,12 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar, cast
 
-import numpy as np
-import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.contracts import EventType, RecommendedItem
-from streams.metrics.quality import exploration_share, intra_list_diversity
+from streams.metrics.quality import exploration_share
 
 #: Where the worker serves its metrics.
 METRICS_PATH = "/metrics"
@@ -37,6 +36,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 POOL_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000)
 ILD_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 SHARE_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+
+_Family = TypeVar("_Family", Counter, Histogram)
 
 
 class Metrics:
@@ -192,6 +194,7 @@ class Metrics:
         self._clock = clock
         self._last_shown: dict[str, float] = {}  # item id -> when last shown, oldest first; <= catalog size
         self._list_children: dict[tuple[str, str], tuple[Counter, Counter, Histogram, Histogram]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
         self.recommended_items.set_function(self._distinct_recent)
         for kind in EventType:
             self.events.labels(kind.value)
@@ -239,8 +242,17 @@ class Metrics:
 
     # --- recording ---------------------------------------------------------------------------
 
+    def _child(self, family: _Family, *labels: str) -> _Family:
+        """``family.labels(*labels)``, kept: the per-list metrics would otherwise pay ``labels``' lock and
+        lookup for every list (families whose series are ever removed must not use this)."""
+        key = (id(family), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return cast(_Family, child)
+
     def event_consumed(self, event_type: str) -> None:
-        self.events.labels(event_type).inc()
+        self._child(self.events, event_type).inc()
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()
@@ -255,10 +267,9 @@ class Metrics:
     def input_holes_read(self, topic: str, count: int) -> None:
         self.holes_read.labels(topic).inc(count)
 
-    def list_produced(
-        self, policy: str, arm: str, items: Sequence[RecommendedItem], embeddings: npt.NDArray[np.float32]
-    ) -> None:
-        """One published list: its count, impressions, quality and the items it covers."""
+    def list_produced(self, policy: str, arm: str, items: Sequence[RecommendedItem], ild: float | None) -> None:
+        """One published list: its count, impressions, quality (``ild``: its intra-list diversity, see
+        :func:`~streams.metrics.quality.intra_list_diversity_many`) and the items it covers."""
         children = self._list_children.get((policy, arm))
         if children is None:
             # the clicks series of an arm exists from its first impression, so CTR reads 0, not "no data"
@@ -270,7 +281,6 @@ class Metrics:
         recommendations, impressions, ild_hist, exploration = children
         recommendations.inc()
         impressions.inc(len(items))
-        ild = intra_list_diversity(embeddings)
         if ild is not None:
             ild_hist.observe(ild)
         share = exploration_share(items)
@@ -298,11 +308,11 @@ class Metrics:
 
     def candidates(self, source: str, size: int) -> None:
         """``size`` candidates of one list came from ``source`` (a retrieval source name, never free text)."""
-        self.candidate_pool.labels(source).observe(size)
+        self._child(self.candidate_pool, source).observe(size)
 
     def reranked(self, reranker: str, seconds: float) -> None:
         """One list took ``seconds`` to rerank with the reranker named ``reranker``."""
-        self.rerank.labels(reranker).observe(seconds)
+        self._child(self.rerank, reranker).observe(seconds)
 
     def set_consumer_lag(self, lag_by_partition: Mapping[int, int]) -> None:
         """Replace the lag of every partition: a partition this worker no longer owns disappears."""
