@@ -39,6 +39,17 @@ class Bandit(abc.ABC):
     ) -> list[str]:
         """``min(n, len(arms))`` distinct arms, best first. ``arms`` must be distinct."""
 
+    def select_many(
+        self,
+        arms: Sequence[Sequence[str]],
+        n: Sequence[int],
+        contexts: Sequence[Features | None],
+        rngs: Sequence[np.random.Generator | None],
+    ) -> list[list[str]]:
+        """:meth:`select` for each list ``i`` (``arms[i]``, ``n[i]``, ``contexts[i]``, ``rngs[i]``), in order;
+        a policy overrides it to share the work between the lists (the same picks come out)."""
+        return [self.select(*args) for args in zip(arms, n, contexts, rngs, strict=True)]
+
     @abc.abstractmethod
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
         """Fold one observed reward (in ``[0, 1]`` for Bernoulli policies) into the model."""

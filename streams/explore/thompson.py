@@ -81,14 +81,30 @@ class ThompsonSampling(Bandit):
         context: Features | None = None,
         rng: np.random.Generator | None = None,
     ) -> list[str]:
-        n = min(n, len(arms))
-        if n <= 0:
-            return []
-        alpha, beta = self._params(arms)
-        draws = (rng if rng is not None else self._rng).beta(alpha, beta)
-        # Negate for a descending order; stable, so ties keep the offered order.
-        top = np.argsort(-draws, kind="stable")[:n]
-        return [arms[i] for i in top]
+        return self.select_many([arms], [n], [context], [rng])[0]
+
+    def select_many(
+        self,
+        arms: Sequence[Sequence[str]],
+        n: Sequence[int],
+        contexts: Sequence[Features | None],
+        rngs: Sequence[np.random.Generator | None],
+    ) -> list[list[str]]:
+        """The posteriors of every list's arms looked up at once; then per list one vectorised draw
+        from its own ``rng`` (the same numbers as a list alone)."""
+        alpha, beta = self._params([arm for offered in arms for arm in offered])
+        out: list[list[str]] = []
+        end = 0
+        for offered, want, rng in zip(arms, n, rngs, strict=True):
+            start, end = end, end + len(offered)
+            if min(want, len(offered)) <= 0:
+                out.append([])
+                continue
+            draws = (rng if rng is not None else self._rng).beta(alpha[start:end], beta[start:end])
+            # Negate for a descending order; stable, so ties keep the offered order.
+            top = np.argsort(-draws, kind="stable")[:want].tolist()
+            out.append([offered[i] for i in top])
+        return out
 
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
         if not 0.0 <= reward <= 1.0:
