@@ -574,13 +574,14 @@ class Recommender:
         fresh = drawn[pool]
         cuts = np.cumsum(np.bincount(np.repeat(np.arange(len(lists)), lengths)[pool], minlength=len(lists)))
         ids = self.catalog.ids(fresh)
-        arms = [ids[a:b] for a, b in itertools.pairwise([0, *cuts.tolist()])]
+        spans = list(itertools.pairwise([0, *cuts.tolist()]))
+        arms, keys = [ids[a:b] for a, b in spans], [fresh[a:b] for a, b in spans]
         contexts: Sequence[F32 | None] = (
             np.split(self.catalog.vectors[fresh], cuts[:-1]) if self.bandit.contextual else [None] * len(lists)
         )
         made = explore_lists(
             (exploit[lists] >= 0).sum(axis=1).tolist(), arms, [pending[b].policy.explore_share for b in explorers],
-            self.k, self.bandit, contexts, rngs,
+            self.k, self.bandit, contexts, rngs, keys,  # an arm's key is its catalog row
         )
         for b, list_made in zip(explorers, made, strict=True):
             out[b] = list_made

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from streams.contracts import RecommendedItem
-from streams.explore.base import Bandit, Features
+from streams.explore.base import Bandit, Features, Keys
 
 EXPLORE = "explore"
 
@@ -81,15 +81,17 @@ def explore_lists(
     bandit: Bandit,
     contexts: Sequence[Features | None],
     rngs: Sequence[np.random.Generator | None],
+    keys: Sequence[Keys] | None = None,
 ) -> list[tuple[int, list[str]]]:
     """:func:`fill_explore` of many lists by their sizes: per list, how many of its ``exploit[i]``
     items lead it and the explore arms that follow them. ``arms[i]`` are the fresh pool ids (distinct,
-    none in the exploit list), ``contexts[i]`` their rows; the bandit chooses for every list at once."""
+    none in the exploit list), ``contexts[i]`` their rows, ``keys[i]`` their keys (see
+    :meth:`Bandit.select_many`); the bandit chooses for every list at once."""
     slots = [explore_slots(share, k) for share in shares]
     asked = [i for i, (m, offered) in enumerate(zip(slots, arms, strict=True)) if m and offered]
     chosen = dict(zip(asked, bandit.select_many(
         [arms[i] for i in asked], [max(slots[i], k - exploit[i]) for i in asked], [contexts[i] for i in asked],
-        [rngs[i] for i in asked],
+        [rngs[i] for i in asked], None if keys is None else [keys[i] for i in asked],
     ), strict=True))
     out = []
     for i, (m, n) in enumerate(zip(slots, exploit, strict=True)):
