@@ -25,6 +25,7 @@ a micro-batch after its lists are made, so no list uses an event that came after
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,9 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import TypeAdapter
 
 from streams.contracts import Event, Recommendation, RecommendedItem
-from streams.explore import Bandit, ThompsonSampling, fill_explore
+from streams.explore import EXPLORE, Bandit, ThompsonSampling, explore_lists
 from streams.feedback import FeedbackJoiner, Reward
 from streams.interest import engagement_weight
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
@@ -61,6 +63,7 @@ _CHUNK_CELLS = 8_000_000
 # And at most this many events: a pass's [events, items] blocks then stay in cache (a batch of 500
 # over MovieLens went 10-15 % faster in chunks of 128), and co-visitation sums them densely.
 _CHUNK_EVENTS = 128
+_ITEMS = TypeAdapter(list[RecommendedItem])
 
 
 @dataclass(frozen=True)
@@ -306,20 +309,31 @@ class Recommender:
         pool = self._pool(pending, seen, recent, similar, co)
         relevance = self._relevance(pending, pool, queries, product, co)
         picks, rerank_s = self._rerank(pending, pool, relevance)
+        # The chosen items of every list, flat in list order (``offsets`` cut them per list).
+        chosen = picks >= 0
+        events, slots = np.nonzero(chosen)
+        positions = picks[events, slots]
+        rows = pool.rows[events, positions]
+        offsets = np.concatenate([[0], np.cumsum(chosen.sum(axis=1))]).tolist()
+        ids, scores = self.catalog.ids(rows), relevance[events, positions].tolist()
+        reasons = self._reasons(pending, events, rows, pool.source[events, positions])
+        exploit = np.where(chosen, pool.rows[np.arange(len(pending))[:, None], np.maximum(picks, 0)], -1)
+        explored = self._explore(pending, exploit, seen, pool.seen)
         lists, traces = [], []
         sizes = pool.valid.sum(axis=1).tolist()  # each pool is packed left
         for b, (p, n, mix) in enumerate(zip(pending, sizes, self._mixes(pool), strict=True)):
             p.pool = (pool.rows[b, :n], pool.source[b, :n], relevance[b, :n])
-            mine = picks[b][picks[b] >= 0]
-            rows = pool.rows[b, mine]
-            reasons = self._reasons(p.state, rows, [SOURCES[t] for t in pool.source[b, mine].tolist()])
-            exploit = [  # pydantic-core validates these faster than model_construct skips it
-                RecommendedItem(item_id=item_id, score=score, reason=reason)
+            start, end = offsets[b], offsets[b + 1]
+            kept, extra = explored[b] or (end - start, [])
+            items = [  # one pydantic-core call per list: faster than a model per item, or model_construct
+                {"item_id": item_id, "score": score, "reason": reason}
                 for item_id, score, reason in zip(
-                    self.catalog.ids(rows), relevance[b, mine].tolist(), reasons, strict=True
+                    ids[start : start + kept], scores[start : start + kept], reasons[start : start + kept],
+                    strict=True,
                 )
             ]
-            lists.append(self._explore(p, exploit, len(seen[b]), pool.seen[b]))
+            items += [{"item_id": a, "score": 0.0, "reason": EXPLORE} for a in extra]
+            lists.append(_ITEMS.validate_python(items))
             traces.append(ListTrace(p.policy.name, p.policy.reranker.name, mix, rerank_s[b], p.pool[:2]))
         return lists, traces
 
@@ -512,39 +526,72 @@ class Recommender:
                 seconds[b] = elapsed
         return picks, seconds
 
-    def _reasons(self, state: MultiInterestState, rows: Rows, tags: list[str]) -> list[str]:
-        """The source of each chosen item; ``similar to <title>`` names the recently engaged item
-        closest to it (one product for the whole list)."""
-        similar = [i for i, tag in enumerate(tags) if tag == SIMILAR]
-        if not similar:
-            return tags
-        recent = self.catalog.rows(state.history[-10:])
-        recent = recent[self.catalog.embedded()[recent]]
-        if len(recent) == 0:
-            return tags
+    def _reasons(
+        self, pending: Sequence[_Pending], events: npt.NDArray[np.intp], rows: Rows, tags: npt.NDArray[np.int8]
+    ) -> list[str]:
+        """The source of each chosen item (``rows``, of list ``events``); ``similar to <title>`` names the
+        item its user engaged with recently that is closest to it (one product for the chunk)."""
+        out = [SOURCES[t] for t in tags.tolist()]
+        similar = np.flatnonzero(tags == SOURCES.index(SIMILAR))
+        if not len(similar):
+            return out
+        lists = np.unique(events[similar]).tolist()
+        recent = [self.catalog.rows(pending[b].state.history[-10:]) for b in lists]
+        recent = [r[self.catalog.embedded()[r]] for r in recent]
+        padded = np.full((len(pending), max(map(len, recent))), -1, np.int64)
+        for b, r in zip(lists, recent, strict=True):
+            padded[b, : len(r)] = r
+        mine = padded[events[similar]]  # [S, R]: each similar item's list's recent rows
         vectors = self.catalog.vectors
-        nearest = recent[np.argmax(vectors[recent] @ vectors[rows[similar]].T, axis=0)]
-        out = list(tags)
-        for i, row in zip(similar, nearest.tolist(), strict=True):
-            out[i] = f"similar to {self.catalog.items[row].title}"
+        sims = np.einsum("sd,srd->sr", vectors[rows[similar]], vectors[np.maximum(mine, 0)])
+        sims[mine < 0] = -np.inf
+        nearest = np.take_along_axis(mine, sims.argmax(axis=1)[:, None], axis=1)[:, 0]
+        for i, row in zip(similar.tolist(), nearest.tolist(), strict=True):
+            if row >= 0:  # a list with no recent embedded item keeps its plain tag
+                out[i] = f"similar to {self.catalog.items[row].title}"
         return out
 
     def _explore(
-        self, p: _Pending, exploit: list[RecommendedItem], n_seen: int, seen: npt.NDArray[np.bool_]
-    ) -> list[RecommendedItem]:
-        if p.policy.explore_share <= 0:
-            return exploit
-        rng = event_rng(p.event.event_id)
+        self, pending: Sequence[_Pending], exploit: Rows, seen: Sequence[Rows], unseen: npt.NDArray[np.bool_]
+    ) -> list[tuple[int, list[str]] | None]:
+        """Per list, how many of its exploit items (``exploit`` ``[B, k]``, ``-1`` padding) lead it and the
+        explore items after them (``None``: no exploration). Each event draws from its own generator;
+        the rest is done for the chunk at once."""
         listable = self.catalog.listable_rows()  # every row while none is retired: the same draws
-        if not len(listable):
-            return exploit
+        explorers = [b for b, p in enumerate(pending) if p.policy.explore_share > 0] if len(listable) else []
+        out: list[tuple[int, list[str]] | None] = [None] * len(pending)
+        if not explorers:
+            return out
+        rngs = [event_rng(pending[b].event.event_id) for b in explorers]
         # Draw with replacement and drop repeats: a full permutation of the catalog per list is slow.
-        draw = listable[rng.integers(len(listable), size=2 * (self.mix.explore_pool + n_seen + self.k))]
-        pool = draw[np.sort(np.unique(draw, return_index=True)[1])]
-        pool = pool[~seen[pool]][: self.mix.explore_pool]
-        ids = self.catalog.ids(pool)
-        context = self.catalog.vectors[pool] if self.bandit.contextual else None
-        return fill_explore(exploit, ids, p.policy.explore_share, self.k, self.bandit, rng, context=context)
+        draws = [
+            rng.integers(len(listable), size=2 * (self.mix.explore_pool + len(seen[b]) + self.k))
+            for b, rng in zip(explorers, rngs, strict=True)
+        ]
+        lengths = [len(d) for d in draws]
+        lists = np.asarray(explorers)
+        owner = np.repeat(lists, lengths)  # each draw's list
+        drawn = listable[np.concatenate(draws)]
+        cells = owner * len(self.catalog) + drawn  # (list, row) in the chunk's [B, n] masks
+        pool = _first_occurrences(cells) & ~unseen.reshape(-1)[cells]
+        pool &= _running_count(pool, lengths) <= self.mix.explore_pool
+        # Neither are the list's exploit items explored again.
+        pool[pool] = ~(drawn[pool][:, None] == exploit[owner[pool]]).any(axis=1)
+        fresh = drawn[pool]
+        cuts = np.cumsum(np.bincount(np.repeat(np.arange(len(lists)), lengths)[pool], minlength=len(lists)))
+        ids = self.catalog.ids(fresh)
+        spans = list(itertools.pairwise([0, *cuts.tolist()]))
+        arms, keys = [ids[a:b] for a, b in spans], [fresh[a:b] for a, b in spans]
+        contexts: Sequence[F32 | None] = (
+            np.split(self.catalog.vectors[fresh], cuts[:-1]) if self.bandit.contextual else [None] * len(lists)
+        )
+        made = explore_lists(
+            (exploit[lists] >= 0).sum(axis=1).tolist(), arms, [pending[b].policy.explore_share for b in explorers],
+            self.k, self.bandit, contexts, rngs, keys,  # an arm's key is its catalog row
+        )
+        for b, list_made in zip(explorers, made, strict=True):
+            out[b] = list_made
+        return out
 
     # --- learning from the batch, after its lists are made --------------------------------
     def shared(self) -> SharedModels:
@@ -613,6 +660,33 @@ class Recommender:
             self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
         )
         return features, rows >= 0, [taken for *_, taken in lessons], [b for b, *_ in lessons]
+
+
+def _first_occurrences(keys: Rows) -> npt.NDArray[np.bool_]:
+    """Whether each key (``>= 0``) is the first of its value.
+
+    >>> _first_occurrences(np.array([3, 1, 3, 2, 1])).tolist()
+    [True, True, False, True, False]
+    """
+    # One plain sort of (key, position) pairs packed in an int64 (far faster than a stable argsort).
+    n = len(keys)
+    pairs = np.sort(keys * n + np.arange(n))
+    first = np.ones(n, bool)
+    first[pairs[1:] % n] = pairs[1:] // n != pairs[:-1] // n
+    return first
+
+
+def _running_count(mask: npt.NDArray[np.bool_], lengths: Sequence[int]) -> npt.NDArray[np.int64]:
+    """Per position, how many ``mask`` entries of its segment (consecutive, of ``lengths``) are at or
+    before it.
+
+    >>> _running_count(np.array([1, 1, 0, 1, 1], bool), [3, 2]).tolist()
+    [1, 2, 2, 1, 2]
+    """
+    total = np.cumsum(mask)
+    before = np.concatenate([[0], total[np.cumsum(lengths)[:-1] - 1]])
+    counts: npt.NDArray[np.int64] = total - np.repeat(before, lengths)
+    return counts
 
 
 def event_rng(event_id: str) -> np.random.Generator:

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 Features = npt.NDArray[np.floating[Any]]
+Keys = npt.NDArray[np.int64]
 B = TypeVar("B", bound="Bandit")
 
 
@@ -38,6 +39,22 @@ class Bandit(abc.ABC):
         rng: np.random.Generator | None = None,
     ) -> list[str]:
         """``min(n, len(arms))`` distinct arms, best first. ``arms`` must be distinct."""
+
+    def select_many(
+        self,
+        arms: Sequence[Sequence[str]],
+        n: Sequence[int],
+        contexts: Sequence[Features | None],
+        rngs: Sequence[np.random.Generator | None],
+        keys: Sequence[Keys] | None = None,
+    ) -> list[list[str]]:
+        """:meth:`select` for each list ``i`` (``arms[i]``, ``n[i]``, ``contexts[i]``, ``rngs[i]``), in order;
+        a policy overrides it to share the work between the lists (the same picks come out).
+
+        ``keys[i]``, when given, holds a stable integer per arm of ``arms[i]`` (a catalog row: one key is
+        always the same arm, for the bandit's life), which a policy may look arms up by instead of by name.
+        """
+        return [self.select(*args) for args in zip(arms, n, contexts, rngs, strict=True)]
 
     @abc.abstractmethod
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:

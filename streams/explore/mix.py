@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from streams.contracts import RecommendedItem
-from streams.explore.base import Bandit, Features
+from streams.explore.base import Bandit, Features, Keys
 
 EXPLORE = "explore"
 
@@ -58,21 +58,44 @@ def fill_explore(
     >>> [i.item_id for i in out[:2]], sorted(i.item_id for i in out[2:]), {i.reason for i in out[2:]}
     (['a', 'b'], ['x', 'y'], {'explore'})
     """
-    m = explore_slots(share, k)
-    if m == 0:
-        return list(exploit[:k])
     shown = {item.item_id for item in exploit}
     first: dict[str, int] = {}  # each fresh id's first pool row, for its score and features
     for i, arm in enumerate(explore_pool):
         if arm not in shown:
             first.setdefault(arm, i)
     arms, rows = list(first), list(first.values())
-    want = max(m, k - len(exploit))
     ctx = None if context is None else np.asarray(context)[rows]
-    chosen = bandit.select(arms, want, ctx, rng) if arms else []
-    keep = list(exploit[: k - min(m, len(chosen))])
+    [(kept, chosen)] = explore_lists([len(exploit)], [arms], [share], k, bandit, [ctx], [rng])
     extra = [
         RecommendedItem(item_id=a, score=0.0 if scores is None else float(scores[first[a]]), reason=EXPLORE)
         for a in chosen
     ]
-    return keep + extra[: k - len(keep)]
+    return list(exploit[:kept]) + extra
+
+
+def explore_lists(
+    exploit: Sequence[int],
+    arms: Sequence[Sequence[str]],
+    shares: Sequence[float],
+    k: int,
+    bandit: Bandit,
+    contexts: Sequence[Features | None],
+    rngs: Sequence[np.random.Generator | None],
+    keys: Sequence[Keys] | None = None,
+) -> list[tuple[int, list[str]]]:
+    """:func:`fill_explore` of many lists by their sizes: per list, how many of its ``exploit[i]``
+    items lead it and the explore arms that follow them. ``arms[i]`` are the fresh pool ids (distinct,
+    none in the exploit list), ``contexts[i]`` their rows, ``keys[i]`` their keys (see
+    :meth:`Bandit.select_many`); the bandit chooses for every list at once."""
+    slots = [explore_slots(share, k) for share in shares]
+    asked = [i for i, (m, offered) in enumerate(zip(slots, arms, strict=True)) if m and offered]
+    chosen = dict(zip(asked, bandit.select_many(
+        [arms[i] for i in asked], [max(slots[i], k - exploit[i]) for i in asked], [contexts[i] for i in asked],
+        [rngs[i] for i in asked], None if keys is None else [keys[i] for i in asked],
+    ), strict=True))
+    out = []
+    for i, (m, n) in enumerate(zip(slots, exploit, strict=True)):
+        picks = chosen.get(i, [])
+        kept = min(n, k - min(m, len(picks)))
+        out.append((kept, picks[: k - kept]))
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams._state import dump_state, load_state
-from streams.explore.base import Bandit, Features
+from streams.explore.base import Bandit, Features, Keys
 
 _VERSION = 1
 
@@ -59,14 +59,33 @@ class ThompsonSampling(Bandit):
         self._s = np.zeros(16)
         self._f = np.zeros(16)
         self._t = np.zeros(16)
+        # Each key's arm row (-1: not looked up yet, or no such arm then), filled as keys are asked for:
+        # arms only ever get a row, never lose or change it, so an entry once set stays true.
+        self._by_key = np.zeros(0, np.intp)
 
     def posterior(self, arm: str) -> tuple[float, float]:
         """``(alpha, beta)`` of the arm's Beta posterior now."""
         alpha, beta = self._params([arm])
         return float(alpha[0]), float(beta[0])
 
-    def _params(self, arms: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        idx = np.fromiter(map(self._index.get, arms, repeat(-1)), dtype=np.intp, count=len(arms))
+    def _rows(self, arms: Sequence[str], keys: Keys | None = None) -> npt.NDArray[np.intp]:
+        """Each arm's row (``-1``: unknown): through ``keys`` (see :meth:`Bandit.select_many`) where
+        they were seen before, a gather that misses the cache far less than a dict lookup per name."""
+        if keys is None:
+            return np.fromiter(map(self._index.get, arms, repeat(-1)), dtype=np.intp, count=len(arms))
+        if len(keys) and keys.max() >= len(self._by_key):
+            grown = np.full(max(int(keys.max()) + 1, 2 * len(self._by_key)), -1, np.intp)
+            grown[: len(self._by_key)] = self._by_key
+            self._by_key = grown
+        rows = self._by_key[keys]
+        if len(miss := np.flatnonzero(rows < 0)):
+            rows[miss] = self._by_key[keys[miss]] = self._rows([arms[i] for i in miss.tolist()])
+        return rows
+
+    def _params(
+        self, arms: Sequence[str], keys: Keys | None = None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        idx = self._rows(arms, keys)
         known = idx >= 0
         rows = np.where(known, idx, 0)  # an unknown arm reads row 0, then adds nothing to the prior
         scale = self._decay ** (self._step - self._t[rows]) if self._decay != 1.0 else 1.0
@@ -81,14 +100,33 @@ class ThompsonSampling(Bandit):
         context: Features | None = None,
         rng: np.random.Generator | None = None,
     ) -> list[str]:
-        n = min(n, len(arms))
-        if n <= 0:
-            return []
-        alpha, beta = self._params(arms)
-        draws = (rng if rng is not None else self._rng).beta(alpha, beta)
-        # Negate for a descending order; stable, so ties keep the offered order.
-        top = np.argsort(-draws, kind="stable")[:n]
-        return [arms[i] for i in top]
+        return self.select_many([arms], [n], [context], [rng])[0]
+
+    def select_many(
+        self,
+        arms: Sequence[Sequence[str]],
+        n: Sequence[int],
+        contexts: Sequence[Features | None],
+        rngs: Sequence[np.random.Generator | None],
+        keys: Sequence[Keys] | None = None,
+    ) -> list[list[str]]:
+        """The posteriors of every list's arms looked up at once; then per list one vectorised draw
+        from its own ``rng`` (the same numbers as a list alone)."""
+        alpha, beta = self._params(
+            [arm for offered in arms for arm in offered], None if keys is None else np.concatenate(keys)
+        )
+        out: list[list[str]] = []
+        end = 0
+        for offered, want, rng in zip(arms, n, rngs, strict=True):
+            start, end = end, end + len(offered)
+            if min(want, len(offered)) <= 0:
+                out.append([])
+                continue
+            draws = (rng if rng is not None else self._rng).beta(alpha[start:end], beta[start:end])
+            # Negate for a descending order; stable, so ties keep the offered order.
+            top = np.argsort(-draws, kind="stable")[:want].tolist()
+            out.append([offered[i] for i in top])
+        return out
 
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:
         if not 0.0 <= reward <= 1.0:

@@ -196,3 +196,17 @@ def test_thompson_learn_many_is_learn_one_in_order() -> None:
         many.learn_many(arms, rewards)
     for i in range(6):
         assert np.allclose(one.posterior(f"a{i}"), many.posterior(f"a{i}"))
+
+
+def test_thompson_picks_the_same_by_keys_as_by_names() -> None:
+    """Keys only speed the posterior lookups up: arms learned between two selections (so a key looked
+    up before the arm existed) still read their own posterior."""
+    ts = ThompsonSampling(half_life=50.0)
+    names = np.array([f"i{n}" for n in range(30)], dtype=object)
+    lists = [np.array([3, 1, 4, 15, 9, 2, 6]), np.array([5, 3, 5 + 20, 8, 9, 7])]
+    for step in range(3):
+        arms = [names[rows].tolist() for rows in lists]
+        plain = ts.select_many(arms, [3, 4], [None, None], [np.random.default_rng(s) for s in (1, 2)])
+        keyed = ts.select_many(arms, [3, 4], [None, None], [np.random.default_rng(s) for s in (1, 2)], lists)
+        assert keyed == plain
+        ts.learn_many(names[[3 + step, 25, 9]].tolist(), [1.0, 1.0, 0.0])
