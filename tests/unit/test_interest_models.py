@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
-from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.covisit import CoScores, CoVisitation
 from streams.retrieval.mf import OnlineMF
 
 F32 = npt.NDArray[np.float32]
@@ -200,6 +200,23 @@ def test_a_large_catalog_whose_recent_rows_have_no_neighbour_yet_scores_nothing(
     co = cv.accumulate([np.array([50])] * 5, 1_000_000)
     rows, scores = co.top(3, [np.zeros(0, np.int64)] * 5)
     assert (rows == -1).all() and (scores == 0).all()
+
+
+@pytest.mark.parametrize("n", [1, 4, 30])
+def test_top_is_a_full_sort_by_score_then_row_in_both_forms(n: int) -> None:
+    """Scores on a coarse grid tie a lot; the n-th best often ties with more than fit."""
+    rng = np.random.default_rng(n)
+    block = rng.integers(0, 4, (6, 50)) * (rng.random((6, 50)) < 0.5) * 0.25
+    block[4] = 0.0  # an event with nothing
+    exclude = [rng.integers(-2, 55, rng.integers(0, 8)) for _ in range(5)]  # out-of-range rows, one event short
+    keys = np.flatnonzero(block)
+    for co in (CoScores.dense(block), CoScores(6, 50, keys, block.ravel()[keys])):
+        rows, scores = co.top(n, exclude)
+        for b in range(6):
+            ok = [r for r in range(50) if block[b, r] > 0 and (b >= len(exclude) or r not in exclude[b])]
+            want = sorted(ok, key=lambda r: (-block[b, r], r))[:n]
+            assert rows[b].tolist() == want + [-1] * (n - len(want))
+            assert scores[b].tolist() == [block[b, r] for r in want] + [0.0] * (n - len(want))
 
 
 # --- online matrix factorisation ------------------------------------------------------------------
