@@ -8,6 +8,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from streams.retrieval.ragged import flatten
+
 Rows = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 G = TypeVar("G", bound=np.generic)
@@ -202,11 +204,8 @@ class CoVisitation:
         """The ``(event, row, age)`` of each distinct row among each event's last ``window`` items that has
         neighbour slots, at its latest position (age 0: the event's last item), by event then row (the
         order the scores are summed in)."""
-        tails = [r[-self.window :] for r in recent]
-        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
-        rows = np.concatenate(tails).astype(np.int64, copy=False) if tails else np.zeros(0, np.int64)
-        event = np.repeat(np.arange(len(tails)), lengths)
-        age = np.cumsum(lengths)[event] - 1 - np.arange(len(rows))
+        event, rows = flatten([r[-self.window :] for r in recent])
+        age = np.cumsum(np.bincount(event, minlength=len(recent)))[event] - 1 - np.arange(len(rows))
         order = np.lexsort((age, rows, event))
         event, rows, age = event[order], rows[order], age[order]
         first = np.ones(len(rows), bool)  # the youngest of each (event, row)
@@ -307,9 +306,7 @@ class CoScores:
     def _positive(self, exclude: Sequence[Rows]) -> tuple[Rows, Rows, F64]:
         """The ``(event, row, score)`` of every positive score whose row is not in that event's
         ``exclude``, by event then row."""
-        lengths = np.fromiter(map(len, exclude), np.int64, len(exclude))
-        ex_event = np.repeat(np.arange(len(exclude)), lengths)
-        ex_row = np.concatenate(exclude).astype(np.int64, copy=False) if len(exclude) else np.zeros(0, np.int64)
+        ex_event, ex_row = flatten(exclude)
         inside = (ex_row >= 0) & (ex_row < self.n_rows)
         ex_event, ex_row = ex_event[inside], ex_row[inside]
         if self._dense is not None:  # a mask of the block: cheaper than its sparse form and an isin

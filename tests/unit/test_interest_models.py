@@ -247,6 +247,24 @@ def test_mf_learns_a_low_rank_preference() -> None:
     assert hits / n_users > 3 * random_rate, hits / n_users
 
 
+@pytest.mark.parametrize("n", [3, 60])
+def test_mf_top_items_are_every_known_item_sorted_less_each_users_exclusions(n: int) -> None:
+    mf = OnlineMF(n_factors=4, negatives=2, seed=3)
+    rng = np.random.default_rng(n)
+    mf.learn_many([f"u{k % 5}" for k in range(60)], rng.integers(0, 60, 60) * 2)  # even rows only: odd ones unknown
+    users = ["u0", "nobody", "u2", "u3", "u4"]
+    exclude = [rng.integers(-3, 130, 15) for _ in range(4)]  # unknown and out-of-range rows; the last user has none
+    rows, scores = mf.top_items(users, n, exclude)
+    known = np.flatnonzero(mf._known)
+    assert 3 < len(known) < 60  # a partition for n=3; for n=60, every known item and padding
+    for b, user in enumerate(users):
+        ok = known[:0] if user == "nobody" else np.setdiff1d(known, exclude[b] if b < len(exclude) else [])
+        theirs = mf.scores([user], ok[None, :])[0]
+        want = ok[np.lexsort((ok, -theirs))][:n]
+        assert rows[b].tolist() == want.tolist() + [-1] * (n - len(want))
+        assert np.allclose(scores[b][: len(want)], np.sort(theirs)[::-1][: len(want)], atol=1e-5)
+
+
 def test_mf_is_rivers_biased_mf_one_sample_at_a_time_and_reads_do_not_grow_the_model() -> None:
     from river import optim, reco
 
