@@ -172,13 +172,14 @@ class Catalog:
         return self._compact
 
     def category_weights(self, mixes: Sequence[Mapping[str, float]]) -> F32:
-        """Per mix, its weight of every category code (the last column, the padding's, stays 0): ``[B, C + 1]``."""
+        """Per mix, its weight of every category code ``c`` in column ``c + 1`` (column 0, the padding
+        code ``-1``'s, stays 0): ``[B, C + 1]``."""
         weights = np.zeros((len(mixes), len(self._categories) + 1), np.float32)
         for b, mix in enumerate(mixes):
             for name, share in mix.items():
                 code = self._categories.get(name)
                 if code is not None:
-                    weights[b, code] = share
+                    weights[b, code + 1] = share
         return weights
 
     def category_affinity_many(self, mixes: Sequence[Mapping[str, float]], rows: npt.NDArray[np.int64]) -> F32:
@@ -190,8 +191,9 @@ class Catalog:
         [[1.0, 0.75], [0.0, 0.0]]
         """
         weights = self.category_weights(mixes)
-        codes = self._codes[rows]  # [B, P, W]; padding -1 reads the last column
-        out: F32 = weights[np.arange(len(mixes))[:, None, None], codes].sum(axis=2, dtype=np.float32)
+        # [B, P, W] positions in the flat weights (one flat gather, not a broadcast 2-d one); padding reads column 0
+        at = self._codes[rows] + (np.arange(len(mixes)) * weights.shape[1] + 1)[:, None, None]
+        out: F32 = np.take(weights, at).sum(axis=2, dtype=np.float32)
         return out
 
     def rows(self, item_ids: list[str]) -> npt.NDArray[np.int64]:
