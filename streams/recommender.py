@@ -399,23 +399,18 @@ class Recommender:
         cells = taken.reshape(-1)  # a view: one flat gather and scatter per source
         kept_rows, kept_tags = [], []
         for rows, limits, tag in segments:
-            flat = events[:, None] * len(catalog) + np.where(rows >= 0, rows, 0)
-            ok = (rows >= 0) & ~cells[flat]
+            at = events[:, None] * len(catalog) + np.where(rows >= 0, rows, 0)
+            ok = (rows >= 0) & ~cells[at]
             accept = ok & (np.cumsum(ok, axis=1) <= limits[:, None])  # each source lists at most its limit
-            cells[flat[accept]] = True
+            cells[at[accept]] = True
             kept_rows.append(np.where(accept, rows, -1))
             kept_tags.append(np.full(rows.shape, tag, np.int8))
         rows, tags = np.concatenate(kept_rows, axis=1), np.concatenate(kept_tags, axis=1)
-        # Pack each pool left, keeping source order (a stable partition, the padding after it):
-        # each entry's place is a count of the entries before it.
         valid = rows >= 0
-        kept = np.cumsum(valid, axis=1)
-        place = np.where(valid, kept - 1, kept[:, -1:] + np.cumsum(~valid, axis=1) - 1)
-        packed_rows, packed_tags = np.empty_like(rows), np.empty_like(tags)
-        np.put_along_axis(packed_rows, place, rows, axis=1)
-        np.put_along_axis(packed_tags, place, tags, axis=1)
-        width = int(kept[:, -1].max())
-        return Pool(packed_rows[:, :width], packed_tags[:, :width], seen_mask)
+        order = np.argsort(~valid, axis=1, kind="stable")  # pack each pool left, keeping source order
+        width = int(np.count_nonzero(valid, axis=1).max())
+        at = order[:, :width] + events[:, None] * rows.shape[1]  # flat gathers: cheaper than 2-d ones
+        return Pool(rows.reshape(-1)[at], tags.reshape(-1)[at], seen_mask)
 
     def _cosine(self, queries: Sequence[F32], rows: Rows, similar: _Similarities | None = None) -> F32:
         """Per event ``b`` and row ``rows[b, p]``, the cosine to the nearest of ``queries[b]`` (0 for a
