@@ -265,13 +265,13 @@ class CoScores:
 
     def at(self, rows: Rows) -> F64:
         """Scores of ``rows`` ``[n_events, P]`` (``-1`` padding scores 0) for each event: ``[n_events, P]``."""
-        if self._dense is not None:
-            out: F64 = np.where(rows >= 0, np.take_along_axis(self._dense, np.maximum(rows, 0), axis=1), 0.0)
+        keys = np.arange(self.n_events)[:, None] * self.n_rows + np.maximum(rows, 0)
+        if self._dense is not None:  # one flat take: cheaper than a 2-d gather
+            out: F64 = np.where(rows >= 0, np.take(self._dense, keys), 0.0)
             return out
-        keys = np.arange(self.n_events)[:, None] * self.n_rows + rows
-        pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
         if not len(self.keys):
             return np.zeros(rows.shape)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         hit = (self.keys[pos] == keys) & (rows >= 0)
         return np.where(hit, self.scores[pos], 0.0)
 
