@@ -307,7 +307,7 @@ class CoScores:
         """The ``(event, row, score)`` of every positive score whose row is not in that event's
         ``exclude``, by event then row."""
         ex_event, ex_row = flatten(exclude)
-        inside = (ex_row >= 0) & (ex_row < self.n_rows)
+        inside = (ex_row >= 0) & (ex_row < self.n_rows) & (ex_event < self.n_events)
         ex_event, ex_row = ex_event[inside], ex_row[inside]
         if self._dense is not None:  # a mask of the block: cheaper than its sparse form and an isin
             live = self._dense > 0

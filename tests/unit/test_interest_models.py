@@ -217,6 +217,8 @@ def test_top_is_a_full_sort_by_score_then_row_in_both_forms(n: int) -> None:
             want = sorted(ok, key=lambda r: (-block[b, r], r))[:n]
             assert rows[b].tolist() == want + [-1] * (n - len(want))
             assert scores[b].tolist() == [block[b, r] for r in want] + [0.0] * (n - len(want))
+        beyond = co.top(n, [*exclude, np.zeros(0, np.int64), np.array([0])])  # a list for an event not in the batch
+        assert beyond[0].tolist() == rows.tolist()
 
 
 # --- online matrix factorisation ------------------------------------------------------------------
