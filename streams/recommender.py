@@ -49,6 +49,7 @@ from streams.retrieval import Catalog
 from streams.retrieval.covisit import CoScores, CoVisitation
 from streams.retrieval.index import blocked_product, top_rows
 from streams.retrieval.mf import OnlineMF
+from streams.retrieval.ragged import flatten
 
 Rows = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -409,24 +410,24 @@ class Recommender:
         fresh = catalog.newest(mix.fresh)
         segments.append((np.broadcast_to(fresh, (n_events, len(fresh))), np.full(n_events, mix.fresh), 4))
         taken = np.zeros((n_events, len(catalog)), bool)  # in the user's history or already a candidate
-        lengths = [len(s) for s in seen]
-        taken[np.repeat(events, lengths), np.concatenate(seen) if seen else np.zeros(0, np.int64)] = True
+        taken[flatten(seen)] = True
         seen_mask = taken.copy()
         taken[:, ~catalog.listable()] = True  # retired: no source may list them
+        cells = taken.reshape(-1)  # a view: one flat gather and scatter per source
         kept_rows, kept_tags = [], []
         for rows, limits, tag in segments:
-            ok = (rows >= 0) & ~taken[events[:, None], np.where(rows >= 0, rows, 0)]
+            at = events[:, None] * len(catalog) + np.where(rows >= 0, rows, 0)
+            ok = (rows >= 0) & ~cells[at]
             accept = ok & (np.cumsum(ok, axis=1) <= limits[:, None])  # each source lists at most its limit
-            taken[np.nonzero(accept)[0], rows[accept]] = True
+            cells[at[accept]] = True
             kept_rows.append(np.where(accept, rows, -1))
             kept_tags.append(np.full(rows.shape, tag, np.int8))
         rows, tags = np.concatenate(kept_rows, axis=1), np.concatenate(kept_tags, axis=1)
-        order = np.argsort(rows < 0, axis=1, kind="stable")  # pack each pool left, keeping source order
-        width = int((rows >= 0).sum(axis=1).max())
-        return Pool(
-            np.take_along_axis(rows, order, axis=1)[:, :width], np.take_along_axis(tags, order, axis=1)[:, :width],
-            seen_mask,
-        )
+        valid = rows >= 0
+        order = np.argsort(~valid, axis=1, kind="stable")  # pack each pool left, keeping source order
+        width = int(np.count_nonzero(valid, axis=1).max())
+        at = order[:, :width] + events[:, None] * rows.shape[1]  # flat gathers: cheaper than 2-d ones
+        return Pool(rows.reshape(-1)[at], tags.reshape(-1)[at], seen_mask)
 
     def _cosine(self, queries: Sequence[F32], rows: Rows, similar: _Similarities | None = None) -> F32:
         """Per event ``b`` and row ``rows[b, p]``, the cosine to the nearest of ``queries[b]`` (0 for a

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from streams.retrieval.ragged import flatten
+
 Rows = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+G = TypeVar("G", bound=np.generic)
 
 
 class CoVisitation:
@@ -216,11 +220,8 @@ class CoVisitation:
         """The ``(event, row, age)`` of each distinct row among each event's last ``window`` items that has
         neighbour slots, at its latest position (age 0: the event's last item), by event then row (the
         order the scores are summed in)."""
-        tails = [r[-self.window :] for r in recent]
-        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
-        rows = np.concatenate(tails).astype(np.int64, copy=False) if tails else np.zeros(0, np.int64)
-        event = np.repeat(np.arange(len(tails)), lengths)
-        age = np.cumsum(lengths)[event] - 1 - np.arange(len(rows))
+        event, rows = flatten([r[-self.window :] for r in recent])
+        age = np.cumsum(np.bincount(event, minlength=len(recent)))[event] - 1 - np.arange(len(rows))
         order = np.lexsort((age, rows, event))
         event, rows, age = event[order], rows[order], age[order]
         first = np.ones(len(rows), bool)  # the youngest of each (event, row)
@@ -280,13 +281,13 @@ class CoScores:
 
     def at(self, rows: Rows) -> F64:
         """Scores of ``rows`` ``[n_events, P]`` (``-1`` padding scores 0) for each event: ``[n_events, P]``."""
-        if self._dense is not None:
-            out: F64 = np.where(rows >= 0, np.take_along_axis(self._dense, np.maximum(rows, 0), axis=1), 0.0)
+        keys = np.arange(self.n_events)[:, None] * self.n_rows + np.maximum(rows, 0)
+        if self._dense is not None:  # one flat take: cheaper than a 2-d gather
+            out: F64 = np.where(rows >= 0, np.take(self._dense, keys), 0.0)
             return out
-        keys = np.arange(self.n_events)[:, None] * self.n_rows + rows
-        pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
         if not len(self.keys):
             return np.zeros(rows.shape)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         hit = (self.keys[pos] == keys) & (rows >= 0)
         return np.where(hit, self.scores[pos], 0.0)
 
@@ -295,28 +296,49 @@ class CoScores:
         two ``[n_events, n]`` arrays."""
         rows = np.full((self.n_events, n), -1, np.int64)
         scores = np.zeros((self.n_events, n))
-        if not len(self.keys) or n <= 0:
+        if n <= 0:
             return rows, scores
-        ex_keys = [i * self.n_rows + ex[(ex >= 0) & (ex < self.n_rows)] for i, ex in enumerate(exclude) if len(ex)]
-        keep = ~np.isin(self.keys, np.concatenate(ex_keys)) if ex_keys else np.ones(len(self.keys), bool)
-        keys, score = self.keys[keep], self.scores[keep]
-        if not len(keys):
+        event, row, score = self._positive(exclude)
+        if not len(event):
             return rows, scores
-        event, row = keys // self.n_rows, keys % self.n_rows
-        # Each event's entries are contiguous and sorted by row: lay them out as a padded
-        # [events, longest] block and take the n best per line (ties by row: a stable sort).
+        # Only what reaches each event's n-th best score can be listed: a partition finds that score,
+        # then only those few are sorted. Counts tie often, so the cut keeps every tie and a stable
+        # sort gives them to the lower row (each event's entries come by row).
         counts = np.bincount(event, minlength=self.n_events)
-        slot = np.arange(len(keys)) - (np.cumsum(counts) - counts)[event]
-        width = int(counts.max())
-        block = np.full((self.n_events, width), -np.inf)
-        block[event, slot] = score
-        ids = np.full((self.n_events, width), -1, np.int64)
-        ids[event, slot] = row
-        take = min(n, width)
-        # A full stable sort, not a partition: counts tie often, and ties must go to the lower row.
+        if counts.max() > n:
+            cut = -np.partition(-_padded(event, counts, score, -np.inf), n - 1, axis=1)[:, n - 1]
+            best = score >= cut[event]
+            event, row, score = event[best], row[best], score[best]
+            counts = np.bincount(event, minlength=self.n_events)
+        block, ids = _padded(event, counts, score, -np.inf), _padded(event, counts, row, -1)
+        take = min(n, block.shape[1])
         order = np.argsort(-block, axis=1, kind="stable")[:, :take]
         block, ids = np.take_along_axis(block, order, axis=1), np.take_along_axis(ids, order, axis=1)
         live = np.isfinite(block)
         rows[:, :take] = np.where(live, ids, -1)
         scores[:, :take] = np.where(live, block, 0.0)
         return rows, scores
+
+    def _positive(self, exclude: Sequence[Rows]) -> tuple[Rows, Rows, F64]:
+        """The ``(event, row, score)`` of every positive score whose row is not in that event's
+        ``exclude``, by event then row."""
+        ex_event, ex_row = flatten(exclude)
+        inside = (ex_row >= 0) & (ex_row < self.n_rows) & (ex_event < self.n_events)
+        ex_event, ex_row = ex_event[inside], ex_row[inside]
+        if self._dense is not None:  # a mask of the block: cheaper than its sparse form and an isin
+            live = self._dense > 0
+            live[ex_event, ex_row] = False
+            flat: Rows = np.flatnonzero(live)
+            event, row = np.divmod(flat, self.n_rows)
+            return event, row, self._dense.ravel()[flat]
+        keep = ~np.isin(self.keys, ex_event * self.n_rows + ex_row)
+        event, row = np.divmod(self.keys[keep], self.n_rows)
+        return event, row, self.scores[keep]
+
+
+def _padded(event: Rows, counts: Rows, values: npt.NDArray[G], fill: float) -> npt.NDArray[G]:
+    """``values`` grouped by ``event`` (contiguous, ``counts`` each) laid out as ``[events, longest]``
+    lines, ``fill`` after each event's last."""
+    block: npt.NDArray[G] = np.full((len(counts), int(counts.max())), fill, values.dtype)
+    block[event, np.arange(len(event)) - (np.cumsum(counts) - counts)[event]] = values
+    return block

@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from streams.retrieval.ragged import flatten
+
 F32 = npt.NDArray[np.float32]
 Rows = npt.NDArray[np.int64]
 
@@ -195,7 +197,8 @@ class OnlineMF:
         vecs, const, _ = self._user_terms(users)
         safe = np.where((rows >= 0) & (rows < len(self._v)), rows, 0)
         known = (rows >= 0) & (rows < len(self._known)) & self._known[safe] if len(self._known) else rows < -1
-        item = np.einsum("bpk,bk->bp", self._v[safe], vecs) + self._ib[safe] if len(self._v) else 0.0
+        # np.take of the [B, P, k] factors: a fancy index with a 2-d array costs several times more
+        item = np.einsum("bpk,bk->bp", np.take(self._v, safe, axis=0), vecs) + self._ib[safe] if len(self._v) else 0.0
         out: F32 = np.where(known, item, 0.0).astype(np.float32) + const[:, None]
         return out
 
@@ -209,17 +212,20 @@ class OnlineMF:
         if not known_user.any() or n <= 0 or not self._known_rows:
             return rows, out
         who = np.flatnonzero(known_user)
-        scores = vecs[who] @ self._v[:size].T + self._ib[:size] + const[who, None]
-        scores[:, ~self._known[:size]] = -np.inf
-        for j, b in enumerate(who.tolist()):
-            if b < len(exclude) and len(exclude[b]):
-                ex = exclude[b]
-                scores[j, ex[(ex >= 0) & (ex < size)]] = -np.inf
-        m = min(n, size)
-        part = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < size else np.tile(np.arange(size), (len(who), 1))
+        # Only known items compete: their columns of the product (ascending, so a column's order is
+        # its row's for the ties), which leaves a far smaller partition.
+        items = np.flatnonzero(self._known)
+        scores = (vecs[who] @ self._v[:size].T)[:, items] + self._ib[items] + const[who, None]
+        user, ex = flatten(exclude[: len(users)])
+        col = np.minimum(np.searchsorted(items, ex), len(items) - 1)
+        hit = (items[col] == ex) & known_user[user]
+        scores[np.searchsorted(who, user[hit]), col[hit]] = -np.inf
+        m = min(n, len(items))
+        everything = np.broadcast_to(np.arange(m), (len(who), m))
+        part = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < len(items) else everything
         top = np.take_along_axis(scores, part, axis=1)
         order = np.lexsort((part, -top), axis=1)
-        part, top = np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+        part, top = items[np.take_along_axis(part, order, axis=1)], np.take_along_axis(top, order, axis=1)
         ok = np.isfinite(top)
         rows[who, :m] = np.where(ok, part, -1)
         out[who, :m] = np.where(ok, top, 0.0)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
-from streams.retrieval.covisit import CoVisitation
+from streams.retrieval.covisit import CoScores, CoVisitation
 from streams.retrieval.mf import OnlineMF
 
 F32 = npt.NDArray[np.float32]
@@ -224,6 +224,25 @@ def test_a_large_catalog_whose_recent_rows_have_no_neighbour_yet_scores_nothing(
     assert (rows == -1).all() and (scores == 0).all()
 
 
+@pytest.mark.parametrize("n", [1, 4, 30])
+def test_top_is_a_full_sort_by_score_then_row_in_both_forms(n: int) -> None:
+    """Scores on a coarse grid tie a lot; the n-th best often ties with more than fit."""
+    rng = np.random.default_rng(n)
+    block = rng.integers(0, 4, (6, 50)) * (rng.random((6, 50)) < 0.5) * 0.25
+    block[4] = 0.0  # an event with nothing
+    exclude = [rng.integers(-2, 55, rng.integers(0, 8)) for _ in range(5)]  # out-of-range rows, one event short
+    keys = np.flatnonzero(block)
+    for co in (CoScores.dense(block), CoScores(6, 50, keys, block.ravel()[keys])):
+        rows, scores = co.top(n, exclude)
+        for b in range(6):
+            ok = [r for r in range(50) if block[b, r] > 0 and (b >= len(exclude) or r not in exclude[b])]
+            want = sorted(ok, key=lambda r: (-block[b, r], r))[:n]
+            assert rows[b].tolist() == want + [-1] * (n - len(want))
+            assert scores[b].tolist() == [block[b, r] for r in want] + [0.0] * (n - len(want))
+        beyond = co.top(n, [*exclude, np.zeros(0, np.int64), np.array([0])])  # a list for an event not in the batch
+        assert beyond[0].tolist() == rows.tolist()
+
+
 # --- online matrix factorisation ------------------------------------------------------------------
 
 
@@ -250,6 +269,24 @@ def test_mf_learns_a_low_rank_preference() -> None:
     hits = sum(held_out[u][0] in top[b] for b, u in enumerate(names))
     random_rate = 10 / (n_items - per_user)
     assert hits / n_users > 3 * random_rate, hits / n_users
+
+
+@pytest.mark.parametrize("n", [3, 60])
+def test_mf_top_items_are_every_known_item_sorted_less_each_users_exclusions(n: int) -> None:
+    mf = OnlineMF(n_factors=4, negatives=2, seed=3)
+    rng = np.random.default_rng(n)
+    mf.learn_many([f"u{k % 5}" for k in range(60)], rng.integers(0, 60, 60) * 2)  # even rows only: odd ones unknown
+    users = ["u0", "nobody", "u2", "u3", "u4"]
+    exclude = [rng.integers(-3, 130, 15) for _ in range(4)]  # unknown and out-of-range rows; the last user has none
+    rows, scores = mf.top_items(users, n, exclude)
+    known = np.flatnonzero(mf._known)
+    assert 3 < len(known) < 60  # a partition for n=3; for n=60, every known item and padding
+    for b, user in enumerate(users):
+        ok = known[:0] if user == "nobody" else np.setdiff1d(known, exclude[b] if b < len(exclude) else [])
+        theirs = mf.scores([user], ok[None, :])[0]
+        want = ok[np.lexsort((ok, -theirs))][:n]
+        assert rows[b].tolist() == want.tolist() + [-1] * (n - len(want))
+        assert np.allclose(scores[b][: len(want)], np.sort(theirs)[::-1][: len(want)], atol=1e-5)
 
 
 def test_mf_is_rivers_biased_mf_one_sample_at_a_time_and_reads_do_not_grow_the_model() -> None:
