@@ -71,7 +71,7 @@ class Reranker(abc.ABC):
     ) -> IndexArray:
         """:meth:`select_many` with each candidate's embedding ``vectors[rows[b, p]]``: rerankers that
         can tell which candidates they will not pick override it to gather fewer vectors."""
-        return self.select_many(relevance, vectors[rows], k, contexts)
+        return self.select_many(relevance, np.take(vectors, rows, axis=0), k, contexts)
 
     def rerank(
         self, candidates: Sequence[T], relevance: FloatArray, embeddings: FloatArray, k: int

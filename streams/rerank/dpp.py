@@ -179,7 +179,7 @@ class DPP(Reranker):
         n_lists, width = relevance.shape
         m = max(self.shortlist, 4 * k) if self.shortlist else 0
         if self.window is not None or self.theta == 1.0 or not m or width <= m or not n_lists:
-            return self.select_many(relevance, vectors[rows], k, contexts)
+            return self.select_many(relevance, np.take(vectors, rows, axis=0), k, contexts)
         q = self._quality(relevance)
         # The shortlist in pool order, so that ties between gains go the same way.
         keep = np.sort(np.argpartition(-relevance, m - 1, axis=1)[:, :m], axis=1)
@@ -187,12 +187,13 @@ class DPP(Reranker):
         np.put_along_axis(left_out, keep, False, axis=1)
         bound = np.max(np.where(left_out, q * q, 0.0), axis=1)
         short_rel = np.take_along_axis(relevance, keep, axis=1)
-        chosen, stopped, lowest = self._greedy(short_rel, vectors[np.take_along_axis(rows, keep, axis=1)], k)
+        short_vectors = np.take(vectors, np.take_along_axis(rows, keep, axis=1), axis=0)  # take: cheaper than []
+        chosen, stopped, lowest = self._greedy(short_rel, short_vectors, k)
         out = np.where(chosen >= 0, np.take_along_axis(keep, np.maximum(chosen, 0), axis=1), -1)
         redo = np.flatnonzero(stopped | ~(lowest > bound))
         if len(redo):
             subset = None if contexts is None else [contexts[b] for b in redo.tolist()]
-            out[redo] = self.select_many(relevance[redo], vectors[rows[redo]], k, subset)
+            out[redo] = self.select_many(relevance[redo], np.take(vectors, rows[redo], axis=0), k, subset)
         return out
 
     def _quality(self, relevance: Scores) -> npt.NDArray[np.float64]:
