@@ -447,10 +447,14 @@ class Recommender:
             picked = similar.scores[np.where(mine, first[:, None] + slots, 0)[:, :, None], safe[:, None, :]]
             best = np.where(mine[:, :, None], picked, -np.inf).max(axis=1) / similar.norms[safe]
         else:
-            padded = np.zeros((n_events, m, self.catalog.dim), np.float32)
+            # The space the batch product uses when serving (see _similar), so a lesson's cosine is the
+            # feature its list was scored with.
+            compact = self.catalog.compact if self.catalog.index.exact and self.catalog.compact.active else None
+            padded = np.zeros((n_events, m, compact.dim if compact else self.catalog.dim), np.float32)
             for b, q in enumerate(queries):
-                padded[b, : len(q)] = q
-            vecs = self.catalog.vectors[safe]
+                if len(q):
+                    padded[b, : len(q)] = compact.project(q) if compact else q
+            vecs = np.take(compact.vectors if compact else self.catalog.vectors, safe, axis=0)
             sims = np.einsum("bpd,bmd->bpm", vecs, padded)
             sims[np.broadcast_to(np.array([np.arange(m) >= len(q) for q in queries])[:, None, :], sims.shape)] = -np.inf
             best = sims.max(axis=2) / np.maximum(np.linalg.norm(vecs, axis=2), np.float32(1e-12))
