@@ -469,7 +469,10 @@ class Recommender:
     ) -> F32:
         """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
         safe = np.where(rows >= 0, rows, 0)
-        last = [self.catalog.rows(s.history[-1:]) for s in states]
+        covisit_last, covisit_last3 = (  # beside ``covisit`` (the whole window): the user's last few items
+            self.covisit.accumulate([self.catalog.rows(s.history[-n:]) for s in states], len(self.catalog)).at(rows)
+            for n in (1, 3)
+        )
         return candidate_features(
             rows, sources,
             cosine=cosine,
@@ -477,8 +480,10 @@ class Recommender:
             popularity=self.catalog.popularity()[safe],
             age_s=ts[:, None] - self.catalog.created_at()[safe],
             covisit=covisit,
-            covisit_last=self.covisit.accumulate(last, len(self.catalog)).at(rows),
+            covisit_last=covisit_last,
+            covisit_last3=covisit_last3,
             mf=self.mf.scores(users, rows),
+            events=np.array([s.events for s in states], np.float64),
         )
 
     def _relevance(

@@ -19,9 +19,10 @@ SOURCE_FIELDS = {"similar": "similar", "co-visited": "covisited", "collaborative
                  "trending": "trending", "fresh": "fresh"}
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "content": ("cosine", "category"),
-    "popularity": ("popularity", "popularity_share"),
+    "popularity": ("popularity", "popularity_share", "popularity_share_x_events"),
     "age": ("age",),
-    "co-visitation": ("covisit", "covisit_share", "covisited", "covisit_last", "covisit_last_share"),
+    "co-visitation": ("covisit", "covisit_share", "covisited", "covisit_last", "covisit_last_share",
+                      "covisit_last3", "covisit_last3_share"),
     "mf": ("mf",),
     "source": tuple(f"from_{name}" for name in SOURCE_NAMES),
 }

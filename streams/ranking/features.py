@@ -3,7 +3,9 @@
 Each raw quantity gets a fixed transform to O(1) (logs of counts and times), and the signals whose
 scale grows with the stream (popularity, co-visitation counts) also come as a share of the list's
 largest, so a weight learned early still means the same later. The candidate's source is one-hot:
-what retrieval already knew about it.
+what retrieval already knew about it. A listwise softmax ignores what is the same for every candidate
+of a list, so the user's own quantities (their event count) enter only multiplied with a candidate's
+signal.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ FEATURES = (
     "covisited",  # 1 if co-engaged with any recent item at all
     "covisit_last",  # log of the co-engagement with the user's last item alone
     "covisit_last_share",
+    "covisit_last3",  # log of the co-engagement with the user's last 3 items (recency-weighted)
+    "covisit_last3_share",
+    "popularity_share_x_events",  # popularity_share x log of the user's events, 1,000 read 1
     "mf",  # matrix factorisation's score (a logit)
     *(f"from_{name}" for name in SOURCE_NAMES),
 )
@@ -37,6 +42,7 @@ FEATURES = (
 #: popularity.
 PRIOR = {"cosine": 1.0, "covisit_share": 1.0, "popularity_share": 0.3}
 _AGE_SCALE = math.log1p(365 * 86_400.0)
+_EVENTS_SCALE = math.log1p(1000.0)
 
 
 def _share(x: F64, valid: npt.NDArray[np.bool_]) -> F64:
@@ -56,25 +62,34 @@ def candidate_features(
     age_s: F64,
     covisit: F64,
     covisit_last: F64,
+    covisit_last3: F64,
     mf: F32,
+    events: F64,
 ) -> F32:
     """The ``[B, P, len(FEATURES)]`` tensor of candidates ``rows`` ``[B, P]`` (``-1`` padding reads 0),
-    from raw ``[B, P]`` quantities; ``sources`` indexes :data:`SOURCE_NAMES` (``-1``: none).
+    from raw ``[B, P]`` quantities and each list's user's ``events`` count ``[B]``; ``sources`` indexes
+    :data:`SOURCE_NAMES` (``-1``: none).
 
     >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
     >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in ("cosine", "category", "popularity", "mf")}
     >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
-    ...                        covisit_last=np.zeros((1, 3)), **raw)
-    >>> X.shape, X[0, :, FEATURES.index("covisit_share")].tolist(), X[0, 2].any()
-    ((1, 3, 16), [1.0, 0.0, 0.0], np.False_)
+    ...                        covisit_last=np.zeros((1, 3)), covisit_last3=np.zeros((1, 3)),
+    ...                        events=np.array([1000.0]), **raw)
+    >>> X.shape, X[0, :, FEATURES.index("popularity_share_x_events")].tolist(), X[0, 2].any()
+    ((1, 3, 19), [1.0, 0.5, 0.0], np.False_)
     """
     valid = rows >= 0
-    popularity, covisit, covisit_last = (np.maximum(x, 0.0) for x in (popularity, covisit, covisit_last))
+    popularity, covisit, covisit_last, covisit_last3, events = (
+        np.maximum(x, 0.0) for x in (popularity, covisit, covisit_last, covisit_last3, events)
+    )
+    popularity_share = _share(popularity, valid)
     cols = [
-        cosine, category, np.log1p(popularity), _share(popularity, valid),
+        cosine, category, np.log1p(popularity), popularity_share,
         np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
         np.log1p(covisit), _share(covisit, valid), (covisit > 0),
         np.log1p(covisit_last), _share(covisit_last, valid),
+        np.log1p(covisit_last3), _share(covisit_last3, valid),
+        popularity_share * (np.log1p(events) / _EVENTS_SCALE)[:, None],
         np.clip(mf, -10.0, 10.0),
         *(sources == s for s in range(len(SOURCE_NAMES))),
     ]

@@ -36,7 +36,9 @@ def _lists(rng: np.random.Generator, n: int, width: int = 30) -> npt.NDArray[np.
         age_s=rng.uniform(0, 1e8, (n, width)),
         covisit=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.3),
         covisit_last=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.1),
+        covisit_last3=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.2),
         mf=rng.normal(0, 1, (n, width)).astype(np.float32),
+        events=rng.integers(1, 2000, n).astype(np.float64),
     )
 
 
@@ -74,6 +76,23 @@ def test_ranker_learns_what_users_take_from_the_lists_they_were_offered() -> Non
     assert learned > prior + 0.1, (learned, prior)
     assert ranker.lessons == 3000
     assert ranker.weights["category"] > 1.0 and ranker.weights["popularity_share"] < 0
+
+
+def test_the_users_event_count_scales_the_popularity_share() -> None:
+    """A listwise softmax ignores per-list constants: the user's event count only counts through candidates."""
+    n, width = 3, 8
+    grid = np.tile(np.arange(float(width)), (n, 1))
+    zeros = np.zeros((n, width))
+    X = candidate_features(
+        np.tile(np.arange(width), (n, 1)), np.zeros((n, width), np.int8),
+        cosine=zeros.astype(np.float32), category=zeros.astype(np.float32), popularity=grid, age_s=zeros,
+        covisit=zeros, covisit_last=zeros, covisit_last3=zeros, mf=zeros.astype(np.float32),
+        events=np.array([1000.0, 0.0, 1.0]),
+    )
+    by_events = X[..., FEATURES.index("popularity_share_x_events")]
+    share = np.arange(width) / (width - 1)
+    assert np.allclose(by_events[0], share) and not by_events[1].any()  # 1,000 events read 1, none 0
+    assert np.allclose(by_events[2], share * np.log(2.0) / np.log(1001.0))
 
 
 def test_padding_candidates_take_no_probability() -> None:
