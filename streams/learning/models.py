@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from streams.retrieval.covisit import CoVisitation
 from streams.retrieval.mf import OnlineMF
 
 Arrays = dict[str, npt.NDArray[np.generic]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,7 +41,13 @@ class SharedModels:
         """Fold ``lessons`` in, in the order one process learning a batch always has: the ranker (its
         features were taken before the batch), popularity, co-visitation, MF, the bandit."""
         catalog = self.catalog
-        self.ranker.learn_many(lessons.rank_x, lessons.rank_valid, lessons.rank_taken)
+        if len(lessons.rank_x) and lessons.rank_x.shape[-1] != len(self.ranker.features):
+            # A worker of another version (during a rolling upgrade) scored its lists with other features:
+            # its ranker lessons cannot teach this ranker; the rest of what it saw still counts.
+            log.warning("ranker lessons of %d features skipped (this ranker has %d)", lessons.rank_x.shape[-1],
+                        len(self.ranker.features))
+        else:
+            self.ranker.learn_many(lessons.rank_x, lessons.rank_valid, lessons.rank_taken)
         items, weights = lessons.items.tolist(), lessons.weights
         for item, weight in zip(items, weights.tolist(), strict=True):
             catalog.record_engagement(item, weight)

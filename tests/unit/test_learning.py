@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,22 @@ def test_lessons_through_a_learner_and_its_snapshots_reproduce_learning_in_place
         serve.use(fresh, fresh.load_state(decode(encode(snapshot_of(learner))).arrays))
     assert_same_state(serve.shared(), both.shared())
     assert both.ranker.lessons > 0 and both.covisit.n_neighbours(both.catalog.row("i1")) > 0
+
+
+def test_lessons_of_a_ranker_with_other_features_teach_everything_but_the_ranker() -> None:
+    """During a rolling upgrade a learner may read lessons from a worker whose ranker had other features:
+    they must not stop it (a record it cannot learn would stay on the topic), and the rest still counts."""
+    serve = recommender(SETTINGS.model_copy(update={"role": "serve"}))
+    serve.learn = False
+    lessons = run_batch(serve, stream(1)[0], {}).lessons
+    assert lessons is not None and len(lessons.rank_x)
+    older = dataclasses.replace(lessons, rank_x=lessons.rank_x[..., :-3])  # as a 16-feature ranker made them
+    learner = build_shared_models(SETTINGS, catalog())
+    weights = learner.ranker.w.copy()
+    learner.learn(older)
+    assert np.array_equal(learner.ranker.w, weights) and learner.ranker.lessons == 0
+    assert int(learner.covisit.state(len(learner.catalog))["fill"].sum()) > 0  # co-visitation learned
+    assert float(learner.catalog.popularity().sum()) > 0
 
 
 def test_two_serving_workers_serve_what_the_other_learned_once_a_snapshot_has_it() -> None:
