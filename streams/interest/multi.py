@@ -31,9 +31,9 @@ _SEP = "\x1f"
 def _quantise(vec: F32) -> tuple[npt.NDArray[np.int8], float]:
     """Symmetric int8 with one float32 scale: ~0.5% rms error, cosine to the original > 0.9999 at d=384."""
     peak = float(np.max(np.abs(vec))) if vec.size else 0.0
-    if peak == 0.0:
-        return np.zeros(vec.shape, np.int8), 0.0
     scale = np.float32(peak / 127.0)
+    if scale == 0.0:  # zero, or so small (a subnormal weight) that its float32 scale underflows: nothing to keep
+        return np.zeros(vec.shape, np.int8), 0.0
     return np.clip(np.rint(vec / scale), -127, 127).astype(np.int8), float(scale)
 
 

@@ -142,6 +142,16 @@ def test_state_size_for_four_interests_at_384_dims() -> None:
     assert len(state.to_bytes()) == 1673  # 17 + 4 x 392 + 8 categories ("genreN", 11-12 B each)
 
 
+def test_an_engagement_too_small_for_float32_leaves_no_garbage_in_the_state() -> None:
+    """A weight so small that its int8 scale underflows in float32 (hypothesis found 0 < w < 1e-43) used to
+    divide by zero and cast NaN to int8; it now counts as nothing."""
+    model = MultiInterest(8)
+    state = model.new_state()
+    with np.errstate(divide="raise", invalid="raise"):
+        model.learn_one(state, "a", np.ones(8, np.float32) / np.sqrt(8), 1e-44, ts=1.0)
+    assert not state.codes.any() and not np.isnan(state.scales).any()
+
+
 def test_bad_version_is_refused() -> None:
     raw = bytearray(MultiInterestState.empty(4).to_bytes())
     raw[0] = 99
