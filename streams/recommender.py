@@ -49,7 +49,7 @@ from streams.retrieval import Catalog
 from streams.retrieval.covisit import CoScores, CoVisitation
 from streams.retrieval.index import blocked_product, top_rows
 from streams.retrieval.mf import OnlineMF
-from streams.retrieval.ragged import flatten
+from streams.retrieval.ragged import first_occurrences, flatten
 
 Rows = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -583,7 +583,7 @@ class Recommender:
         owner = np.repeat(lists, lengths)  # each draw's list
         drawn = listable[np.concatenate(draws)]
         cells = owner * len(self.catalog) + drawn  # (list, row) in the chunk's [B, n] masks
-        pool = _first_occurrences(cells) & ~unseen.reshape(-1)[cells]
+        pool = first_occurrences(cells) & ~unseen.reshape(-1)[cells]
         pool &= _running_count(pool, lengths) <= self.mix.explore_pool
         # Neither are the list's exploit items explored again.
         pool[pool] = ~(drawn[pool][:, None] == exploit[owner[pool]]).any(axis=1)
@@ -670,20 +670,6 @@ class Recommender:
             self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
         )
         return features, rows >= 0, [taken for *_, taken in lessons], [b for b, *_ in lessons]
-
-
-def _first_occurrences(keys: Rows) -> npt.NDArray[np.bool_]:
-    """Whether each key (``>= 0``) is the first of its value.
-
-    >>> _first_occurrences(np.array([3, 1, 3, 2, 1])).tolist()
-    [True, True, False, True, False]
-    """
-    # One plain sort of (key, position) pairs packed in an int64 (far faster than a stable argsort).
-    n = len(keys)
-    pairs = np.sort(keys * n + np.arange(n))
-    first = np.ones(n, bool)
-    first[pairs[1:] % n] = pairs[1:] // n != pairs[:-1] // n
-    return first
 
 
 def _running_count(mask: npt.NDArray[np.bool_], lengths: Sequence[int]) -> npt.NDArray[np.int64]:

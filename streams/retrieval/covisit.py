@@ -8,7 +8,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from streams.retrieval.ragged import flatten
+from streams.retrieval.ragged import first_occurrences, flatten
 
 Rows = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -130,18 +130,13 @@ class CoVisitation:
         per event, per distinct recent row other than the item (first occurrence first), the item's
         side then the other's."""
         events = np.flatnonzero(positive)
-        tails = [np.asarray(recent[i][-self.window :], np.int64) for i in events.tolist()]
-        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
-        if not lengths.sum():
+        owner, others = flatten([recent[i][-self.window :] for i in events.tolist()])
+        if not len(others):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        others = np.concatenate(tails)
-        event = np.repeat(events, lengths)
+        event = events[owner]
         item = np.asarray(items, np.int64)[event]
-        # The first occurrence of each (event, row): np.unique's first index per key, in the original order.
         width = int(max(others.max(), item.max())) + 1
-        first = np.zeros(len(others), bool)
-        first[np.unique(event * width + others, return_index=True)[1]] = True
-        keep = first & (others != item)
+        keep = first_occurrences(event * width + others) & (others != item)  # each (event, row) once
         item, others, add = item[keep], others[keep], adds[event[keep]]
         return (
             np.stack([item, others], axis=1).ravel(),

@@ -1,4 +1,4 @@
-"""Ragged lists of rows (one array per event) flattened for array work."""
+"""Ragged lists of rows (one array per event) flattened for array work, and keys seen first."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ def flatten(lists: Sequence[Rows]) -> tuple[Rows, Rows]:
     lengths = np.fromiter(map(len, lists), np.int64, len(lists))
     values = np.concatenate(lists).astype(np.int64, copy=False) if len(lists) else np.zeros(0, np.int64)
     return np.repeat(np.arange(len(lists)), lengths), values
+
+
+def first_occurrences(keys: Rows) -> npt.NDArray[np.bool_]:
+    """Whether each key (``>= 0``) is the first of its value.
+
+    >>> first_occurrences(np.array([3, 1, 3, 2, 1])).tolist()
+    [True, True, False, True, False]
+    """
+    # One plain sort of (key, position) pairs packed in an int64 (far faster than a stable argsort).
+    n = len(keys)
+    pairs = np.sort(keys * n + np.arange(n))
+    first = np.ones(n, bool)
+    first[pairs[1:] % n] = pairs[1:] // n != pairs[:-1] // n
+    return first
