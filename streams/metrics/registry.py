@@ -193,7 +193,6 @@ class Metrics:
         self._window_s = coverage_window_s
         self._clock = clock
         self._last_shown: dict[str, float] = {}  # item id -> when last shown, oldest first; <= catalog size
-        self._list_children: dict[tuple[str, str], tuple[Counter, Counter, Histogram, Histogram]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
         self.recommended_items.set_function(self._distinct_recent)
         for kind in EventType:
@@ -270,22 +269,15 @@ class Metrics:
     def list_produced(self, policy: str, arm: str, items: Sequence[RecommendedItem], ild: float | None) -> None:
         """One published list: its count, impressions, quality (``ild``: its intra-list diversity, see
         :func:`~streams.metrics.quality.intra_list_diversity_many`) and the items it covers."""
-        children = self._list_children.get((policy, arm))
-        if children is None:
-            # the clicks series of an arm exists from its first impression, so CTR reads 0, not "no data"
-            self.clicks.labels(policy, arm)
-            children = self._list_children[policy, arm] = (
-                self.recommendations.labels(policy), self.impressions.labels(policy, arm),
-                self.ild.labels(policy), self.exploration.labels(policy),
-            )
-        recommendations, impressions, ild_hist, exploration = children
-        recommendations.inc()
-        impressions.inc(len(items))
+        # the clicks series of an arm exists from its first impression, so CTR reads 0, not "no data"
+        self._child(self.clicks, policy, arm)
+        self._child(self.recommendations, policy).inc()
+        self._child(self.impressions, policy, arm).inc(len(items))
         if ild is not None:
-            ild_hist.observe(ild)
+            self._child(self.ild, policy).observe(ild)
         share = exploration_share(items)
         if share is not None:
-            exploration.observe(share)
+            self._child(self.exploration, policy).observe(share)
         now = self._clock()
         for item in items:
             # re-inserting moves the item to the end: the dict stays ordered by last shown
@@ -294,7 +286,7 @@ class Metrics:
 
     def click(self, policy: str, arm: str) -> None:
         """A click attributed to a list of ``policy``/``arm`` (CTR = clicks / impressions, in PromQL)."""
-        self.clicks.labels(policy, arm).inc()
+        self._child(self.clicks, policy, arm).inc()
 
     def end_to_end_latency(self, seconds: float) -> None:
         self.end_to_end.observe(max(seconds, 0.0))  # producer and worker clocks may disagree slightly
