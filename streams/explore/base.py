@@ -30,7 +30,6 @@ class Bandit(abc.ABC):
     #: Whether :meth:`select` and :meth:`learn_one` read ``context`` (callers skip building it otherwise).
     contextual: bool = False
 
-    @abc.abstractmethod
     def select(
         self,
         arms: Sequence[str],
@@ -39,7 +38,9 @@ class Bandit(abc.ABC):
         rng: np.random.Generator | None = None,
     ) -> list[str]:
         """``min(n, len(arms))`` distinct arms, best first. ``arms`` must be distinct."""
+        return self.select_many([arms], [n], [context], [rng])[0]
 
+    @abc.abstractmethod
     def select_many(
         self,
         arms: Sequence[Sequence[str]],
@@ -48,13 +49,12 @@ class Bandit(abc.ABC):
         rngs: Sequence[np.random.Generator | None],
         keys: Sequence[Keys] | None = None,
     ) -> list[list[str]]:
-        """:meth:`select` for each list ``i`` (``arms[i]``, ``n[i]``, ``contexts[i]``, ``rngs[i]``), in order;
-        a policy overrides it to share the work between the lists (the same picks come out).
+        """:meth:`select` for each list ``i`` (``arms[i]``, ``n[i]``, ``contexts[i]``, ``rngs[i]``), in order,
+        the lists sharing the work (the same picks come out as list by list).
 
         ``keys[i]``, when given, holds a stable integer per arm of ``arms[i]`` (a catalog row: one key is
         always the same arm, for the bandit's life), which a policy may look arms up by instead of by name.
         """
-        return [self.select(*args) for args in zip(arms, n, contexts, rngs, strict=True)]
 
     @abc.abstractmethod
     def learn_one(self, arm: str, reward: float, context: Features | None = None) -> None:

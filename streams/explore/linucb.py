@@ -115,15 +115,6 @@ class LinUCB(Bandit):
         ucb: F64 = x @ self.theta + self.alpha * np.sqrt(np.maximum(width, 0.0))
         return ucb
 
-    def select(
-        self,
-        arms: Sequence[str],
-        n: int,
-        context: Features | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> list[str]:
-        return self.select_many([arms], [n], [context], [rng])[0]
-
     def select_many(
         self,
         arms: Sequence[Sequence[str]],

@@ -93,15 +93,6 @@ class ThompsonSampling(Bandit):
         beta: npt.NDArray[np.float64] = self.beta0 + np.where(known, self._f[rows] * scale, 0.0)
         return alpha, beta
 
-    def select(
-        self,
-        arms: Sequence[str],
-        n: int,
-        context: Features | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> list[str]:
-        return self.select_many([arms], [n], [context], [rng])[0]
-
     def select_many(
         self,
         arms: Sequence[Sequence[str]],
