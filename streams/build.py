@@ -7,7 +7,7 @@ from streams.feedback import FeedbackJoiner
 from streams.interest.multi import MultiInterest
 from streams.learning import SharedModels
 from streams.policies import make_policy, parse_split
-from streams.ranking import ListwiseRanker
+from streams.ranking import ListwiseRanker, TakeRates
 from streams.ranking.features import FEATURES, PRIOR
 from streams.recommender import Recommender, parse_mix
 from streams.retrieval import Catalog, ExactIndex, HnswIndex, VectorIndex
@@ -62,6 +62,7 @@ def build_recommender(settings: Settings, catalog: Catalog) -> Recommender:
         covisit=models.covisit,
         mf=models.mf,
         ranker=models.ranker,
+        take_rates=models.take_rates,
     )
 
 
@@ -72,4 +73,4 @@ def build_shared_models(settings: Settings, catalog: Catalog) -> SharedModels:
         LinUCB(catalog.dim, project_to=64) if settings.bandit == "linucb" else ThompsonSampling(half_life=10_000)
     )
     return SharedModels(catalog, CoVisitation(recency=settings.covisit_recency), OnlineMF(),
-                        ListwiseRanker(FEATURES, PRIOR), bandit)
+                        ListwiseRanker(FEATURES, PRIOR), bandit, TakeRates())

@@ -42,7 +42,7 @@ from streams.interest import engagement_weight
 from streams.interest.multi import MultiInterest, MultiInterestState, split_budget
 from streams.learning import Lessons, SharedModels
 from streams.policies import Policy, assign
-from streams.ranking import LastPools, ListwiseRanker, candidate_features
+from streams.ranking import LastPools, ListwiseRanker, TakeRates, candidate_features
 from streams.ranking.features import FEATURES, PRIOR
 from streams.rerank import ListContext
 from streams.retrieval import Catalog
@@ -54,6 +54,9 @@ from streams.retrieval.ragged import first_occurrences, flatten
 Rows = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+#: The ranker's lessons of a batch: features ``[L, P, F]``, their valid cells, the candidates' ids, the
+#: position taken in each list and the batch event each list answers.
+RankLessons = tuple[F32, npt.NDArray[np.bool_], npt.NDArray[np.str_] | None, list[int], list[int]]
 
 # Candidate sources, in the order a duplicate keeps its first tag.
 SIMILAR, COVISITED, COLLABORATIVE, TRENDING, FRESH = "similar", "co-visited", "collaborative", "trending", "fresh"
@@ -188,6 +191,7 @@ class Recommender:
     pools: LastPools = field(default_factory=LastPools)
     covisit: CoVisitation = field(default_factory=CoVisitation)
     mf: OnlineMF = field(default_factory=OnlineMF)
+    take_rates: TakeRates = field(default_factory=TakeRates)
     feedback: FeedbackJoiner = field(default_factory=FeedbackJoiner)
     #: The most relevant candidates a list's reranker sees (0: the whole pool).
     rerank_pool: int = 0
@@ -469,6 +473,7 @@ class Recommender:
     ) -> F32:
         """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
         safe = np.where(rows >= 0, rows, 0)
+        popularity = self.catalog.popularities()[safe]
         covisit_last, covisit_last3 = (  # beside ``covisit`` (the whole window): the user's last few items
             self.covisit.accumulate([self.catalog.rows(s.history[-n:]) for s in states], len(self.catalog)).at(rows)
             for n in (1, 3)
@@ -477,12 +482,14 @@ class Recommender:
             rows, sources,
             cosine=cosine,
             category=self.catalog.category_affinity_many([s.category_mix() for s in states], safe),
-            popularity=self.catalog.popularity()[safe],
+            popularity=popularity[..., 0],
+            popularity_short=popularity[..., 1],
             age_s=ts[:, None] - self.catalog.created_at()[safe],
             covisit=covisit,
             covisit_last=covisit_last,
             covisit_last3=covisit_last3,
             mf=self.mf.scores(users, rows),
+            take_lift=self.take_rates.lift(rows),
             events=np.array([s.events for s in states], np.float64),
         )
 
@@ -606,11 +613,12 @@ class Recommender:
     # --- learning from the batch, after its lists are made --------------------------------
     def shared(self) -> SharedModels:
         """The models every list is made with (learned here, or swapped in from a learner's snapshot)."""
-        return SharedModels(self.catalog, self.covisit, self.mf, self.ranker, self.bandit)
+        return SharedModels(self.catalog, self.covisit, self.mf, self.ranker, self.bandit, self.take_rates)
 
     def use(self, models: SharedModels, popularity: F64) -> None:
         """Serve from ``models`` (loaded from a snapshot) and ``popularity`` from the next batch on."""
         self.covisit, self.mf, self.ranker, self.bandit = models.covisit, models.mf, models.ranker, models.bandit
+        self.take_rates = models.take_rates
         self.catalog.load_popularity(popularity)
 
     def _lessons(self, pending: Sequence[_Pending], lists: Sequence[Recommendation]) -> tuple[Lessons, list[Reward]]:
@@ -620,7 +628,7 @@ class Recommender:
         # The ranker's lessons first: they are scored with co-visitation and MF as they were when the
         # lists were made, before the batch's own pairs are counted (else the item taken would
         # carry its own engagement in its features).
-        rank_x, rank_valid, rank_taken, rank_event = self._rank_lessons(pending)
+        rank_x, rank_valid, rank_items, rank_taken, rank_event = self._rank_lessons(pending)
         latest_ts = 0.0
         rewards: list[tuple[int, Reward]] = []
         engagements: list[tuple[int, str, str, float, list[str]]] = []
@@ -633,12 +641,15 @@ class Recommender:
                 engagements.append((b, event.user_id, event.item_id, weight, p.before.history[-self.covisit.window :]))
             self.feedback.record_impressions(event.user_id, event.event_id, rec.items, p.arm, p.policy.name, event.ts)
         rewards += [(len(pending) - 1, r) for r in self.feedback.expire(latest_ts)]
-        lessons = Lessons.build(engagements, rank_x, rank_valid, rank_taken, rank_event, rewards)
+        lessons = Lessons.build(engagements, rank_x, rank_valid, rank_taken, rank_event, rewards, rank_items)
         return lessons, [r for _, r in rewards]
+
+    def _no_rank_lessons(self) -> RankLessons:
+        return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), None, [], []
 
     def _rank_lessons(
         self, pending: Sequence[_Pending]
-    ) -> tuple[F32, npt.NDArray[np.bool_], list[int], list[int]]:
+    ) -> RankLessons:
         """Each engagement with an item of the user's previous list's candidates is a lesson: that list's
         features, scored from the user's state before the engagement, and the position of the item taken.
         Then each event's candidates become its user's previous list (in order: a user's second event
@@ -655,7 +666,7 @@ class Recommender:
             if p.pool is not None:
                 self.pools.store(event.user_id, *next(cut))
         if not lessons:
-            return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), [], []
+            return self._no_rank_lessons()
         width = max(len(rows) for _, rows, _, _ in lessons)
         rows = np.full((len(lessons), width), -1, np.int64)
         sources = np.full((len(lessons), width), -1, np.int8)
@@ -669,7 +680,11 @@ class Recommender:
             states, [p.event.user_id for p in learners], np.array([p.event.ts for p in learners]), rows, sources,
             self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
         )
-        return features, rows >= 0, [taken for *_, taken in lessons], [b for b, *_ in lessons]
+        valid = rows >= 0
+        ids = np.array(self.catalog.ids(rows[valid]), np.str_)
+        items = np.full(rows.shape, "", ids.dtype)
+        items[valid] = ids
+        return features, valid, items, [taken for *_, taken in lessons], [b for b, *_ in lessons]
 
 
 def _running_count(mask: npt.NDArray[np.bool_], lengths: Sequence[int]) -> npt.NDArray[np.int64]:

@@ -19,11 +19,13 @@ SOURCE_FIELDS = {"similar": "similar", "co-visited": "covisited", "collaborative
                  "trending": "trending", "fresh": "fresh"}
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "content": ("cosine", "category"),
-    "popularity": ("popularity", "popularity_share", "popularity_share_x_events"),
+    "popularity": ("popularity", "popularity_share", "popularity_short", "popularity_short_share",
+                   "popularity_share_x_events"),
     "age": ("age",),
     "co-visitation": ("covisit", "covisit_share", "covisited", "covisit_last", "covisit_last_share",
                       "covisit_last3", "covisit_last3_share"),
     "mf": ("mf",),
+    "take-rate": ("take_lift",),
     "source": tuple(f"from_{name}" for name in SOURCE_NAMES),
 }
 PREFIX = f"{POLICY} without "

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from streams.build import make_interest
 from streams.contracts import RecommendedItem
 from streams.policies import Policy
-from streams.recommender import F32, ListTrace, Recommender, _Pending, event_rng
+from streams.recommender import ListTrace, RankLessons, Recommender, _Pending, event_rng
 from streams.rerank import TopK
 from streams.retrieval import Catalog
 from streams.retrieval.mf import OnlineMF
@@ -87,9 +87,9 @@ class Baseline(Recommender):
             )
         return lists, []
 
-    def _rank_lessons(self, pending: Sequence[_Pending]) -> tuple[F32, npt.NDArray[np.bool_], list[int], list[int]]:
+    def _rank_lessons(self, pending: Sequence[_Pending]) -> RankLessons:
         """No ranker to teach: a baseline ranks without it."""
-        return np.zeros((0, 0, len(self.ranker.features)), np.float32), np.zeros((0, 0), bool), [], []
+        return self._no_rank_lessons()
 
 
 def make_baseline(kind: str, settings: Settings, catalog: Catalog) -> Baseline:

@@ -31,8 +31,8 @@ class Lessons:
 
     * engagements (positive events): popularity, co-visitation with the user's ``recent`` items (their
       history before the event) and MF learn them;
-    * ranked lists (``rank_*``): the ranker's feature tensor of a user's previous list and the candidate
-      they took next;
+    * ranked lists (``rank_*``): the ranker's feature tensor of a user's previous list, its candidates'
+      ids (``""`` padding) and the candidate they took next;
     * rewards: the bandit learns which shown items were engaged with (1) or ignored (0).
 
     >>> shown = Reward("i2", "arm", "relevance", "trending", 0, 1.0, "u1", "e0", 0.0)
@@ -56,6 +56,7 @@ class Lessons:
     rank_x: F32  # [lists, candidates, features]
     rank_valid: npt.NDArray[np.bool_]  # [lists, candidates]
     rank_taken: npt.NDArray[np.int64]  # [lists]
+    rank_items: npt.NDArray[np.str_]  # [lists, candidates]
     reward_event: I32
     reward_items: npt.NDArray[np.str_]
     reward_values: npt.NDArray[np.float64]
@@ -69,8 +70,10 @@ class Lessons:
         rank_taken: Sequence[int],
         rank_event: Sequence[int],
         rewards: Sequence[tuple[int, Reward]],
+        rank_items: npt.NDArray[np.str_] | None = None,
     ) -> Lessons:
-        """From ``(event, user, item, weight, recent items)`` engagements, ranked lists and ``(event, reward)``."""
+        """From ``(event, user, item, weight, recent items)`` engagements, ranked lists (``rank_items``: their
+        candidates' ids, ``""`` padding; none: all padding) and ``(event, reward)``."""
         recent = [r for *_, mine in engagements for r in mine]
         return cls(
             eng_event=np.array([e[0] for e in engagements], np.int32),
@@ -83,6 +86,7 @@ class Lessons:
             rank_x=rank_x.astype(np.float32),
             rank_valid=rank_valid,
             rank_taken=np.array(rank_taken, np.int64),
+            rank_items=np.full(rank_valid.shape, "", "<U1") if rank_items is None else rank_items,
             reward_event=np.array([b for b, _ in rewards], np.int32),
             reward_items=_ids([r.item_id for _, r in rewards]),
             reward_values=np.array([r.reward for _, r in rewards], np.float64),
@@ -110,7 +114,8 @@ class Lessons:
         return Lessons(
             self.eng_event[eng], self.users[eng], self.items[eng], self.weights[eng], self.recent[keep_recent],
             self.recent_len[eng], self.rank_event[rank], self.rank_x[rank], self.rank_valid[rank],
-            self.rank_taken[rank], self.reward_event[reward], self.reward_items[reward], self.reward_values[reward],
+            self.rank_taken[rank], self.rank_items[rank], self.reward_event[reward], self.reward_items[reward],
+            self.reward_values[reward],
         )
 
     def to_bytes(self) -> bytes:
@@ -122,7 +127,10 @@ class Lessons:
     @classmethod
     def from_bytes(cls, raw: bytes) -> Lessons:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            return cls(**{f.name: npz[f.name] for f in fields(cls)})
+            arrays = {name: npz[name] for name in npz.files}
+        # A worker of the version before candidate ids sends none: its lists teach no take rates.
+        arrays.setdefault("rank_items", np.full(arrays["rank_valid"].shape, "", "<U1"))
+        return cls(**{f.name: arrays[f.name] for f in fields(cls)})
 
 
 def to_record(lessons: Lessons, partition: int, next_offset: int) -> bytes:

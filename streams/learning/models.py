@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from streams.explore import Bandit
 from streams.learning.lessons import Lessons
-from streams.ranking import ListwiseRanker
+from streams.ranking import ListwiseRanker, TakeRates
 from streams.retrieval import Catalog, CatalogItem
 from streams.retrieval.covisit import CoVisitation
 from streams.retrieval.mf import OnlineMF
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SharedModels:
-    """Popularity (kept in the catalog), co-visitation, MF, the ranker and the bandit.
+    """Popularity (kept in the catalog), co-visitation, MF, the ranker, the bandit and the take rates.
 
     :meth:`learn` folds a batch's :class:`Lessons` in, by item id against this process's catalog (an
     item it does not know yet is left out of co-visitation and MF, as a serving worker leaves out an
@@ -36,10 +36,11 @@ class SharedModels:
     mf: OnlineMF
     ranker: ListwiseRanker
     bandit: Bandit
+    take_rates: TakeRates
 
     def learn(self, lessons: Lessons) -> None:
         """Fold ``lessons`` in, in the order one process learning a batch always has: the ranker (its
-        features were taken before the batch), popularity, co-visitation, MF, the bandit."""
+        features were taken before the batch) and its take rates, popularity, co-visitation, MF, the bandit."""
         catalog = self.catalog
         if len(lessons.rank_x) and lessons.rank_x.shape[-1] != len(self.ranker.features):
             # A worker of another version (during a rolling upgrade) scored its lists with other features:
@@ -48,6 +49,8 @@ class SharedModels:
                         len(self.ranker.features))
         else:
             self.ranker.learn_many(lessons.rank_x, lessons.rank_valid, lessons.rank_taken)
+        ranked = lessons.rank_items
+        self.take_rates.learn(catalog.lookup(ranked.ravel().tolist()).reshape(ranked.shape), lessons.rank_taken)
         items, weights = lessons.items.tolist(), lessons.weights
         for item, weight in zip(items, weights.tolist(), strict=True):
             catalog.record_engagement(item, weight)
@@ -67,10 +70,12 @@ class SharedModels:
         """Every model as named arrays; ``items`` names the rows (this catalog's ids, in row order)."""
         n = len(self.catalog)
         out: Arrays = {"items": np.array(self.catalog.ids(np.arange(n)), np.str_) if n else np.zeros(0, "<U1")}
-        out["popularity"] = self.catalog.popularity().copy()
+        popularity = self.catalog.popularities()
+        out["popularity"], out["popularity_short"] = popularity[:, 0].copy(), popularity[:, 1].copy()
         out.update(prefixed("covisit", self.covisit.state(n)))
         out.update(prefixed("mf", self.mf.state(n)))
         out.update(prefixed("ranker", self.ranker.state()))
+        out.update(prefixed("take", self.take_rates.state(n)))
         out["bandit"] = np.frombuffer(self.bandit.to_bytes(), np.uint8)
         return out
 
@@ -89,18 +94,22 @@ class SharedModels:
         self, state: Mapping[str, npt.NDArray[np.generic]],
         remap: tuple[npt.NDArray[np.int64] | None, int] | None = None,
     ) -> npt.NDArray[np.float64]:
-        """Load ``state`` into these models (fresh ones, not serving yet) and return the popularity by this
-        catalog's rows, for :meth:`Recommender.use` to swap in with them. ``remap`` is :meth:`remap` of
-        the state's items (taken here when not given: the catalog must not change meanwhile)."""
+        """Load ``state`` into these models (fresh ones, not serving yet) and return the popularities by this
+        catalog's rows (``[n, 2]``; ``[n]`` from a snapshot without the short-term count), for
+        :meth:`Recommender.use` to swap in with them. ``remap`` is :meth:`remap` of the state's items (taken
+        here when not given: the catalog must not change meanwhile)."""
         rows, n = remap or self.remap(state["items"])
         self.covisit.load_state(unprefixed("covisit", state), rows, n)
         self.mf.load_state(unprefixed("mf", state), rows, n)
         self.ranker.load_state(unprefixed("ranker", state))
+        self.take_rates.load_state(unprefixed("take", state), rows, n)
         self.bandit = type(self.bandit).from_bytes(np.asarray(state["bandit"], np.uint8).tobytes())
         values = np.asarray(state["popularity"], np.float64)
+        if "popularity_short" in state:  # not in a snapshot of a version before it
+            values = np.stack([values, np.asarray(state["popularity_short"], np.float64)], axis=1)
         if rows is None:
             return values
-        popularity = np.zeros(n, np.float64)
+        popularity = np.zeros((n, *values.shape[1:]), np.float64)
         popularity[rows[rows >= 0]] = values[rows >= 0]
         return popularity
 

@@ -25,6 +25,8 @@ FEATURES = (
     "category",  # share of the user's category mix on the item's categories
     "popularity",  # log of the decayed engagement count
     "popularity_share",  # of the list's most popular candidate
+    "popularity_short",  # log of the short-term decayed engagement count: what is engaged with now
+    "popularity_short_share",
     "age",  # log of the seconds since the item appeared, a year reads 1
     "covisit",  # log of the co-engagement with the user's recent items (recency-weighted)
     "covisit_share",  # of the list's most co-engaged candidate
@@ -35,6 +37,7 @@ FEATURES = (
     "covisit_last3_share",
     "popularity_share_x_events",  # popularity_share x log of the user's events, 1,000 read 1
     "mf",  # matrix factorisation's score (a logit)
+    "take_lift",  # how much more often than others the item was taken when a candidate (TakeRates.lift)
     *(f"from_{name}" for name in SOURCE_NAMES),
 )
 #: The ranker's starting weights, so lists make sense before its first lesson: what the user's items
@@ -59,11 +62,13 @@ def candidate_features(
     cosine: F32,
     category: F32,
     popularity: F64,
+    popularity_short: F64,
     age_s: F64,
     covisit: F64,
     covisit_last: F64,
     covisit_last3: F64,
     mf: F32,
+    take_lift: F64,
     events: F64,
 ) -> F32:
     """The ``[B, P, len(FEATURES)]`` tensor of candidates ``rows`` ``[B, P]`` (``-1`` padding reads 0),
@@ -71,26 +76,29 @@ def candidate_features(
     :data:`SOURCE_NAMES` (``-1``: none).
 
     >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
-    >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in ("cosine", "category", "popularity", "mf")}
+    >>> names = ("cosine", "category", "popularity", "popularity_short", "mf", "take_lift")
+    >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in names}
     >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
     ...                        covisit_last=np.zeros((1, 3)), covisit_last3=np.zeros((1, 3)),
     ...                        events=np.array([1000.0]), **raw)
     >>> X.shape, X[0, :, FEATURES.index("popularity_share_x_events")].tolist(), X[0, 2].any()
-    ((1, 3, 19), [1.0, 0.5, 0.0], np.False_)
+    ((1, 3, 22), [1.0, 0.5, 0.0], np.False_)
     """
     valid = rows >= 0
-    popularity, covisit, covisit_last, covisit_last3, events = (
-        np.maximum(x, 0.0) for x in (popularity, covisit, covisit_last, covisit_last3, events)
+    popularity, popularity_short, covisit, covisit_last, covisit_last3, events = (
+        np.maximum(x, 0.0) for x in (popularity, popularity_short, covisit, covisit_last, covisit_last3, events)
     )
     popularity_share = _share(popularity, valid)
     cols = [
         cosine, category, np.log1p(popularity), popularity_share,
+        np.log1p(popularity_short), _share(popularity_short, valid),
         np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
         np.log1p(covisit), _share(covisit, valid), (covisit > 0),
         np.log1p(covisit_last), _share(covisit_last, valid),
         np.log1p(covisit_last3), _share(covisit_last3, valid),
         popularity_share * (np.log1p(events) / _EVENTS_SCALE)[:, None],
         np.clip(mf, -10.0, 10.0),
+        take_lift,
         *(sources == s for s in range(len(SOURCE_NAMES))),
     ]
     X = np.stack([np.broadcast_to(np.asarray(c, np.float32), rows.shape) for c in cols], axis=-1)

@@ -31,7 +31,7 @@ class ListwiseRanker:
     True
     """
 
-    def __init__(self, features: Sequence[str], prior: Mapping[str, float] | None = None, lr: float = 0.05) -> None:
+    def __init__(self, features: Sequence[str], prior: Mapping[str, float] | None = None, lr: float = 0.2) -> None:
         self.features = tuple(features)
         self.lr = lr
         self.w = np.zeros(len(self.features), np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_a_restored_snapshot_is_byte_equal_and_learns_on_as_the_original() -> No
     saved = encode(snapshot_of(rec.shared()))
     restored = build_shared_models(SETTINGS, rec.catalog)
     popularity = restored.load_state(decode(saved).arrays)
-    assert popularity.tobytes() == rec.catalog.popularity().tobytes()
+    assert popularity.tobytes() == rec.catalog.popularities().tobytes()
     assert encode(snapshot_of(restored)) == saved
 
 
@@ -151,11 +152,43 @@ def test_a_worker_whose_catalog_numbers_items_otherwise_loads_the_same_models_by
     models = build_shared_models(SETTINGS, other)
     popularity = models.load_state(rec.shared().state())
     for item in ("i1", "i2", "i7"):
-        assert popularity[other.row(item)] == pytest.approx(rec.catalog.popularity()[rec.catalog.row(item)])
+        assert popularity[other.row(item)] == pytest.approx(rec.catalog.popularities()[rec.catalog.row(item)])
     mine = rec.catalog.rows(["i1", "i2", "i3"])
     theirs = other.rows(["i1", "i2", "i3"])
     assert models.covisit.score(theirs[:1], theirs[1:]).tolist() == rec.covisit.score(mine[:1], mine[1:]).tolist()
     assert models.mf.scores(["u1"], theirs[None, :]).tolist() == rec.mf.scores(["u1"], mine[None, :]).tolist()
+    assert rec.take_rates.lift(mine).any(), "the ranker's lessons taught take rates"
+    assert models.take_rates.lift(theirs).tolist() == rec.take_rates.lift(mine).tolist()
+
+
+def test_a_snapshot_of_the_version_before_short_popularity_and_take_rates_loads() -> None:
+    rec = recommender()
+    store: dict[bytes, bytes] = {}
+    for batch in stream()[:6]:
+        run_batch(rec, batch, store)
+    older = {k: v for k, v in rec.shared().state().items() if k != "popularity_short" and not k.startswith("take.")}
+    serve = recommender()
+    fresh = build_shared_models(SETTINGS, serve.catalog)
+    serve.use(fresh, fresh.load_state(older))
+    assert serve.catalog.popularities()[:, 0].tolist() == rec.catalog.popularity().tolist()
+    assert not serve.catalog.popularities()[:, 1].any() and not serve.take_rates.lift(np.arange(60)).any()
+    run_batch(serve, stream()[6], store)  # and serves and learns on from there
+    assert serve.catalog.popularities()[:, 1].any() and serve.take_rates.lift(np.arange(60)).any()
+
+
+def test_lessons_of_a_worker_without_candidate_ids_teach_all_but_take_rates() -> None:
+    """A worker of the version before take rates sends no candidate ids with its ranked lists."""
+    serve = recommender(SETTINGS.model_copy(update={"role": "serve"}))
+    serve.learn = False
+    lessons = run_batch(serve, stream(1)[0], {}).lessons
+    assert lessons is not None and len(lessons.rank_x) and (lessons.rank_items[lessons.rank_valid] != "").all()
+    with np.load(io.BytesIO(lessons.to_bytes())) as npz:
+        older = io.BytesIO()
+        np.savez(older, **{name: npz[name] for name in npz.files if name != "rank_items"})
+    learner = build_shared_models(SETTINGS, catalog())
+    learner.learn(Lessons.from_bytes(older.getvalue()))
+    assert learner.ranker.lessons == len(lessons.rank_x)
+    assert not learner.take_rates.lift(np.arange(60)).any()
 
 
 def test_lessons_split_by_event_keep_every_lesson_once() -> None:

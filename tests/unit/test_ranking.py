@@ -33,11 +33,13 @@ def _lists(rng: np.random.Generator, n: int, width: int = 30) -> npt.NDArray[np.
         cosine=rng.uniform(-0.2, 0.9, (n, width)).astype(np.float32),
         category=rng.random((n, width)).astype(np.float32),
         popularity=rng.lognormal(1.0, 1.5, (n, width)),
+        popularity_short=rng.lognormal(0.0, 1.5, (n, width)),
         age_s=rng.uniform(0, 1e8, (n, width)),
         covisit=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.3),
         covisit_last=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.1),
         covisit_last3=rng.exponential(1.0, (n, width)) * (rng.random((n, width)) < 0.2),
         mf=rng.normal(0, 1, (n, width)).astype(np.float32),
+        take_lift=rng.normal(0, 0.5, (n, width)),
         events=rng.integers(1, 2000, n).astype(np.float64),
     )
 
@@ -85,9 +87,9 @@ def test_the_users_event_count_scales_the_popularity_share() -> None:
     zeros = np.zeros((n, width))
     X = candidate_features(
         np.tile(np.arange(width), (n, 1)), np.zeros((n, width), np.int8),
-        cosine=zeros.astype(np.float32), category=zeros.astype(np.float32), popularity=grid, age_s=zeros,
-        covisit=zeros, covisit_last=zeros, covisit_last3=zeros, mf=zeros.astype(np.float32),
-        events=np.array([1000.0, 0.0, 1.0]),
+        cosine=zeros.astype(np.float32), category=zeros.astype(np.float32), popularity=grid, popularity_short=zeros,
+        age_s=zeros, covisit=zeros, covisit_last=zeros, covisit_last3=zeros, mf=zeros.astype(np.float32),
+        take_lift=zeros, events=np.array([1000.0, 0.0, 1.0]),
     )
     by_events = X[..., FEATURES.index("popularity_share_x_events")]
     share = np.arange(width) / (width - 1)
