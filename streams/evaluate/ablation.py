@@ -19,7 +19,7 @@ SOURCE_FIELDS = {"similar": "similar", "co-visited": "covisited", "collaborative
                  "trending": "trending", "fresh": "fresh"}
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "content": ("cosine", "category"),
-    "popularity": ("popularity", "popularity_share", "popularity_short", "popularity_short_share",
+    "popularity": ("popularity", "popularity_share", "trending", "trending_share",
                    "popularity_share_x_events"),
     "age": ("age",),
     "co-visitation": ("covisit", "covisit_share", "covisited", "covisit_last", "covisit_last_share",

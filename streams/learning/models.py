@@ -71,7 +71,7 @@ class SharedModels:
         n = len(self.catalog)
         out: Arrays = {"items": np.array(self.catalog.ids(np.arange(n)), np.str_) if n else np.zeros(0, "<U1")}
         popularity = self.catalog.popularities()
-        out["popularity"], out["popularity_short"] = popularity[:, 0].copy(), popularity[:, 1].copy()
+        out["popularity"], out["popularity_long"] = popularity[:, 0].copy(), popularity[:, 1].copy()
         out.update(prefixed("covisit", self.covisit.state(n)))
         out.update(prefixed("mf", self.mf.state(n)))
         out.update(prefixed("ranker", self.ranker.state()))
@@ -95,7 +95,7 @@ class SharedModels:
         remap: tuple[npt.NDArray[np.int64] | None, int] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Load ``state`` into these models (fresh ones, not serving yet) and return the popularities by this
-        catalog's rows (``[n, 2]``; ``[n]`` from a snapshot without the short-term count), for
+        catalog's rows (``[n, 2]``; ``[n]`` from a snapshot without the long-term count), for
         :meth:`Recommender.use` to swap in with them. ``remap`` is :meth:`remap` of the state's items (taken
         here when not given: the catalog must not change meanwhile)."""
         rows, n = remap or self.remap(state["items"])
@@ -105,8 +105,8 @@ class SharedModels:
         self.take_rates.load_state(unprefixed("take", state), rows, n)
         self.bandit = type(self.bandit).from_bytes(np.asarray(state["bandit"], np.uint8).tobytes())
         values = np.asarray(state["popularity"], np.float64)
-        if "popularity_short" in state:  # not in a snapshot of a version before it
-            values = np.stack([values, np.asarray(state["popularity_short"], np.float64)], axis=1)
+        if "popularity_long" in state:  # not in a snapshot of a version before it
+            values = np.stack([values, np.asarray(state["popularity_long"], np.float64)], axis=1)
         if rows is None:
             return values
         popularity = np.zeros((n, *values.shape[1:]), np.float64)

@@ -23,10 +23,10 @@ SOURCE_NAMES = ("similar", "co-visited", "collaborative", "trending", "fresh")
 FEATURES = (
     "cosine",  # to the user's nearest interest centroid
     "category",  # share of the user's category mix on the item's categories
-    "popularity",  # log of the decayed engagement count
+    "popularity",  # log of the long-term decayed engagement count (Catalog.popularities)
     "popularity_share",  # of the list's most popular candidate
-    "popularity_short",  # log of the short-term decayed engagement count: what is engaged with now
-    "popularity_short_share",
+    "trending",  # log of the decayed engagement count the trending source ranks by: what is engaged with now
+    "trending_share",
     "age",  # log of the seconds since the item appeared, a year reads 1
     "covisit",  # log of the co-engagement with the user's recent items (recency-weighted)
     "covisit_share",  # of the list's most co-engaged candidate
@@ -62,7 +62,7 @@ def candidate_features(
     cosine: F32,
     category: F32,
     popularity: F64,
-    popularity_short: F64,
+    trending: F64,
     age_s: F64,
     covisit: F64,
     covisit_last: F64,
@@ -76,7 +76,7 @@ def candidate_features(
     :data:`SOURCE_NAMES` (``-1``: none).
 
     >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
-    >>> names = ("cosine", "category", "popularity", "popularity_short", "mf", "take_lift")
+    >>> names = ("cosine", "category", "popularity", "trending", "mf", "take_lift")
     >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in names}
     >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
     ...                        covisit_last=np.zeros((1, 3)), covisit_last3=np.zeros((1, 3)),
@@ -85,13 +85,13 @@ def candidate_features(
     ((1, 3, 22), [1.0, 0.5, 0.0], np.False_)
     """
     valid = rows >= 0
-    popularity, popularity_short, covisit, covisit_last, covisit_last3, events = (
-        np.maximum(x, 0.0) for x in (popularity, popularity_short, covisit, covisit_last, covisit_last3, events)
+    popularity, trending, covisit, covisit_last, covisit_last3, events = (
+        np.maximum(x, 0.0) for x in (popularity, trending, covisit, covisit_last, covisit_last3, events)
     )
     popularity_share = _share(popularity, valid)
     cols = [
         cosine, category, np.log1p(popularity), popularity_share,
-        np.log1p(popularity_short), _share(popularity_short, valid),
+        np.log1p(trending), _share(trending, valid),
         np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
         np.log1p(covisit), _share(covisit, valid), (covisit > 0),
         np.log1p(covisit_last), _share(covisit_last, valid),

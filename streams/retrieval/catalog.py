@@ -91,8 +91,9 @@ class Catalog:
     and MF learn its events at once) but no vector (:meth:`vector` is ``None``), and is listed only
     once :meth:`upsert` brings the vector.
 
-    Popularity is an exponentially decayed engagement count (half-life in engagements), long-term and
-    short-term, kept with a growing scale factor so one update touches one row, not the whole catalog.
+    Popularity is an exponentially decayed engagement count (half-life in engagements; a second, long-term
+    one is kept beside it for the ranker), kept with a growing scale factor so one update touches one row,
+    not the whole catalog.
 
     >>> c = Catalog(dim=2)
     >>> c.upsert([CatalogItem("a", "A"), CatalogItem("b", "B")], np.eye(2, dtype=np.float32))
@@ -107,7 +108,7 @@ class Catalog:
         index: VectorIndex | None = None,
         popularity_half_life: float = 5000.0,
         compact_dim: int = 0,
-        short_half_life: float = 1000.0,
+        long_half_life: float = 50_000.0,
     ) -> None:
         self.dim = dim
         self.index: VectorIndex = index if index is not None else ExactIndex(dim)
@@ -120,9 +121,9 @@ class Catalog:
         self._codes = np.full((0, 1), -1, dtype=np.int32)
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._norms = np.zeros(0, dtype=np.float32)
-        self._pop = np.zeros((0, 2), dtype=np.float64)  # by row: the long-term count, the short-term one
+        self._pop = np.zeros((0, 2), dtype=np.float64)  # by row: popularity, the long-term count
         self._created = np.zeros(0, dtype=np.float64)
-        self._pop_growth = 2.0 ** (1.0 / np.array([popularity_half_life, short_half_life]))
+        self._pop_growth = 2.0 ** (1.0 / np.array([popularity_half_life, long_half_life]))
         self._pop_scale = np.ones(2)
         self._compact = CompactVectors(dim, compact_dim)
         self._unsynced: list[npt.NDArray[np.int64]] = []  # rows upserted since the compact vectors last looked
@@ -330,7 +331,7 @@ class Catalog:
 
     def load_popularity(self, values: npt.NDArray[np.float64]) -> None:
         """Take :meth:`popularities` values by row (rows beyond ``values`` start at 0), as from a snapshot;
-        ``[n]`` values (a snapshot of a version before the short-term count) give the long-term count alone."""
+        ``[n]`` values (a snapshot of a version before the long-term count) give :meth:`popularity` alone."""
         values = values.reshape(len(values), -1)
         n = min(len(values), len(self._pop))
         self._pop = np.zeros_like(self._pop)
@@ -342,19 +343,20 @@ class Catalog:
         return np.fromiter((self._rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def popularity(self) -> npt.NDArray[np.float64]:
-        """Decayed engagement count of every item, by row (halving every ``popularity_half_life`` engagements)."""
+        """Decayed engagement count of every item, by row (halving every ``popularity_half_life`` engagements:
+        what is engaged with now, as the trending source ranks)."""
         return self.popularities()[:, 0]
 
     def popularities(self) -> npt.NDArray[np.float64]:
-        """``[n, 2]``: by row, :meth:`popularity` and the short-term count (halving every ``short_half_life``
-        engagements: what is engaged with now).
+        """``[n, 2]``: by row, :meth:`popularity` and the long-term count (halving every ``long_half_life``
+        engagements: what has been engaged with all along).
 
-        >>> c = Catalog(dim=1, popularity_half_life=1e9, short_half_life=1.0)
+        >>> c = Catalog(dim=1, popularity_half_life=1.0, long_half_life=1e9)
         >>> c.upsert([CatalogItem("a", "a"), CatalogItem("b", "b")], np.ones((2, 1)))
         >>> for item in ["a", "a", "b"]:
         ...     c.record_engagement(item, 1.0)
         >>> c.popularities().round(2).tolist()
-        [[2.0, 0.75], [1.0, 1.0]]
+        [[0.75, 2.0], [1.0, 1.0]]
         """
         out: npt.NDArray[np.float64] = self._pop[: len(self.items)] / self._pop_scale
         return out

@@ -161,12 +161,12 @@ def test_a_worker_whose_catalog_numbers_items_otherwise_loads_the_same_models_by
     assert models.take_rates.lift(theirs).tolist() == rec.take_rates.lift(mine).tolist()
 
 
-def test_a_snapshot_of_the_version_before_short_popularity_and_take_rates_loads() -> None:
+def test_a_snapshot_of_the_version_before_long_popularity_and_take_rates_loads() -> None:
     rec = recommender()
     store: dict[bytes, bytes] = {}
     for batch in stream()[:6]:
         run_batch(rec, batch, store)
-    older = {k: v for k, v in rec.shared().state().items() if k != "popularity_short" and not k.startswith("take.")}
+    older = {k: v for k, v in rec.shared().state().items() if k != "popularity_long" and not k.startswith("take.")}
     serve = recommender()
     fresh = build_shared_models(SETTINGS, serve.catalog)
     serve.use(fresh, fresh.load_state(older))
