@@ -23,6 +23,7 @@ SOURCE_NAMES = ("similar", "co-visited", "collaborative", "trending", "fresh")
 FEATURES = (
     "cosine",  # to the user's nearest interest centroid
     "category",  # share of the user's category mix on the item's categories
+    "category_last3",  # share of the categories of the user's last 3 items on the item's (what they did last)
     "popularity",  # log of the decayed engagement count
     "popularity_share",  # of the list's most popular candidate
     "age",  # log of the seconds since the item appeared, a year reads 1
@@ -58,6 +59,7 @@ def candidate_features(
     *,
     cosine: F32,
     category: F32,
+    category_last3: F32,
     popularity: F64,
     age_s: F64,
     covisit: F64,
@@ -71,12 +73,12 @@ def candidate_features(
     :data:`SOURCE_NAMES` (``-1``: none).
 
     >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
-    >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in ("cosine", "category", "popularity", "mf")}
+    >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in ("cosine", "category", "category_last3", "popularity", "mf")}
     >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
     ...                        covisit_last=np.zeros((1, 3)), covisit_last3=np.zeros((1, 3)),
     ...                        events=np.array([1000.0]), **raw)
     >>> X.shape, X[0, :, FEATURES.index("popularity_share_x_events")].tolist(), X[0, 2].any()
-    ((1, 3, 19), [1.0, 0.5, 0.0], np.False_)
+    ((1, 3, 20), [1.0, 0.5, 0.0], np.False_)
     """
     valid = rows >= 0
     popularity, covisit, covisit_last, covisit_last3, events = (
@@ -84,7 +86,7 @@ def candidate_features(
     )
     popularity_share = _share(popularity, valid)
     cols = [
-        cosine, category, np.log1p(popularity), popularity_share,
+        cosine, category, category_last3, np.log1p(popularity), popularity_share,
         np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
         np.log1p(covisit), _share(covisit, valid), (covisit > 0),
         np.log1p(covisit_last), _share(covisit_last, valid),
