@@ -482,6 +482,9 @@ class Recommender:
             rows, sources,
             cosine=cosine,
             category=self.catalog.category_affinity_many([s.category_mix() for s in states], safe),
+            category_last3=self.catalog.category_affinity_many(
+                [self.catalog.category_mix(s.history[-3:]) for s in states], safe
+            ),
             popularity=popularity[..., 1],
             trending=popularity[..., 0],
             age_s=ts[:, None] - self.catalog.created_at()[safe],

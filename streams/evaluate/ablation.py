@@ -18,7 +18,7 @@ POLICY = "relevance"
 SOURCE_FIELDS = {"similar": "similar", "co-visited": "covisited", "collaborative": "collaborative",
                  "trending": "trending", "fresh": "fresh"}
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "content": ("cosine", "category"),
+    "content": ("cosine", "category", "category_last3"),
     "popularity": ("popularity", "popularity_share", "trending", "trending_share",
                    "popularity_share_x_events"),
     "age": ("age",),

@@ -23,6 +23,7 @@ SOURCE_NAMES = ("similar", "co-visited", "collaborative", "trending", "fresh")
 FEATURES = (
     "cosine",  # to the user's nearest interest centroid
     "category",  # share of the user's category mix on the item's categories
+    "category_last3",  # share of the categories of the user's last 3 items on the item's (what they did last)
     "popularity",  # log of the long-term decayed engagement count (Catalog.popularities)
     "popularity_share",  # of the list's most popular candidate
     "trending",  # log of the decayed engagement count the trending source ranks by: what is engaged with now
@@ -61,6 +62,7 @@ def candidate_features(
     *,
     cosine: F32,
     category: F32,
+    category_last3: F32,
     popularity: F64,
     trending: F64,
     age_s: F64,
@@ -76,13 +78,13 @@ def candidate_features(
     :data:`SOURCE_NAMES` (``-1``: none).
 
     >>> rows, src = np.array([[4, 7, -1]]), np.array([[1, 0, -1]], np.int8)
-    >>> names = ("cosine", "category", "popularity", "trending", "mf", "take_lift")
+    >>> names = ("cosine", "category", "category_last3", "popularity", "trending", "mf", "take_lift")
     >>> raw = {k: np.array([[1.0, 0.5, 0.0]]) for k in names}
     >>> X = candidate_features(rows, src, age_s=np.zeros((1, 3)), covisit=np.array([[3.0, 0.0, 0.0]]),
     ...                        covisit_last=np.zeros((1, 3)), covisit_last3=np.zeros((1, 3)),
     ...                        events=np.array([1000.0]), **raw)
     >>> X.shape, X[0, :, FEATURES.index("popularity_share_x_events")].tolist(), X[0, 2].any()
-    ((1, 3, 22), [1.0, 0.5, 0.0], np.False_)
+    ((1, 3, 23), [1.0, 0.5, 0.0], np.False_)
     """
     valid = rows >= 0
     popularity, trending, covisit, covisit_last, covisit_last3, events = (
@@ -90,7 +92,7 @@ def candidate_features(
     )
     popularity_share = _share(popularity, valid)
     cols = [
-        cosine, category, np.log1p(popularity), popularity_share,
+        cosine, category, category_last3, np.log1p(popularity), popularity_share,
         np.log1p(trending), _share(trending, valid),
         np.log1p(np.maximum(age_s, 0.0)) / _AGE_SCALE,
         np.log1p(covisit), _share(covisit, valid), (covisit > 0),

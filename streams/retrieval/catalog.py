@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -161,6 +162,19 @@ class Catalog:
         """
         out: F32 = self.category_affinity_many([mix], rows[None, :])[0]
         return out
+
+    def category_mix(self, item_ids: Sequence[str]) -> dict[str, float]:
+        """The categories of these items as a mix summing to 1 (each item's categories count once;
+        unknown items none).
+
+        >>> c = Catalog(dim=1)
+        >>> c.upsert([CatalogItem("a", "A", ("drama",)), CatalogItem("b", "B", ("comedy", "drama"))], np.ones((2, 1)))
+        >>> c.category_mix(["a", "b", "zz"]), c.category_mix([])
+        ({'drama': 0.6666666666666666, 'comedy': 0.3333333333333333}, {})
+        """
+        counts = Counter(name for i in item_ids if (item := self.get(i)) is not None for name in item.categories)
+        total = sum(counts.values())
+        return {name: n / total for name, n in counts.items()}
 
     @property
     def compact(self) -> CompactVectors:

@@ -32,6 +32,7 @@ def _lists(rng: np.random.Generator, n: int, width: int = 30) -> npt.NDArray[np.
         rows, sources,
         cosine=rng.uniform(-0.2, 0.9, (n, width)).astype(np.float32),
         category=rng.random((n, width)).astype(np.float32),
+        category_last3=rng.random((n, width)).astype(np.float32),
         popularity=rng.lognormal(1.0, 1.5, (n, width)),
         trending=rng.lognormal(0.0, 1.5, (n, width)),
         age_s=rng.uniform(0, 1e8, (n, width)),
@@ -87,9 +88,9 @@ def test_the_users_event_count_scales_the_popularity_share() -> None:
     zeros = np.zeros((n, width))
     X = candidate_features(
         np.tile(np.arange(width), (n, 1)), np.zeros((n, width), np.int8),
-        cosine=zeros.astype(np.float32), category=zeros.astype(np.float32), popularity=grid, trending=zeros,
-        age_s=zeros, covisit=zeros, covisit_last=zeros, covisit_last3=zeros, mf=zeros.astype(np.float32),
-        take_lift=zeros, events=np.array([1000.0, 0.0, 1.0]),
+        cosine=zeros.astype(np.float32), category=zeros.astype(np.float32), category_last3=zeros.astype(np.float32),
+        popularity=grid, trending=zeros, age_s=zeros, covisit=zeros, covisit_last=zeros, covisit_last3=zeros,
+        mf=zeros.astype(np.float32), take_lift=zeros, events=np.array([1000.0, 0.0, 1.0]),
     )
     by_events = X[..., FEATURES.index("popularity_share_x_events")]
     share = np.arange(width) / (width - 1)
