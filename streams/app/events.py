@@ -21,7 +21,6 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
-import numpy as np
 from aiokafka import TopicPartition
 
 from streams.app.batch import Outbox, Record
@@ -32,7 +31,7 @@ from streams.app.stamps import Parked, Stamped, Unstamped, unstamp
 from streams.app.waiting import Waiting
 from streams.contracts import DecodeError, Event, check_event_time, decode_event, encode
 from streams.learning import Lessons
-from streams.learning.lessons import to_record
+from streams.learning.lessons import to_records
 from streams.metrics import ListProbe, Metrics
 from streams.recommender import BatchResult
 
@@ -246,13 +245,13 @@ class EventsHandler:
         for i, rec in enumerate(records):
             by_tp.setdefault(rec.tp, []).append(i)
         if self.lessons_topic and result.lessons is not None:
-            for tp, mine in by_tp.items():  # one record per partition: its transaction's
-                lessons = result.lessons.take(np.array(mine))
-                next_offset = taken.covers.get(tp, records[mine[-1]].offset + 1)
-                value = to_record(lessons, tp.partition, next_offset)
-                out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
-                if self.own_lessons is not None:  # before it is sent: read back, it must be known as learned
-                    self.own_lessons(tp.partition, next_offset, lessons)
+            for tp, mine in by_tp.items():  # per partition, in its transaction: one record, or more if large
+                covers = taken.covers.get(tp, records[mine[-1]].offset + 1)
+                offsets = [records[i].offset for i in mine]
+                for next_offset, lessons, value in to_records(result.lessons, mine, offsets, tp.partition, covers):
+                    out.add(tp, self.lessons_topic, str(tp.partition).encode(), value)
+                    if self.own_lessons is not None:  # before it is sent: read back, it must be known as learned
+                        self.own_lessons(tp.partition, next_offset, lessons)
         for key in [*result.states, *(key for key in taken.parked if key not in result.states)]:
             self.write_state(out, taken.sources[key], key, taken.applied[key], result.states.get(key),
                              taken.parked.get(key))

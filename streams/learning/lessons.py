@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.feedback import Reward
+from streams.learning.snapshot import MAX_CHUNK_BYTES
 
 #: A lessons record's head: the events partition it answers and the offset after its last event.
 _HEAD = struct.Struct(">iq")
@@ -142,6 +143,32 @@ def to_record(lessons: Lessons, partition: int, next_offset: int) -> bytes:
     (3, 120, 0)
     """
     return _HEAD.pack(partition, next_offset) + lessons.to_bytes()
+
+
+def to_records(
+    lessons: Lessons, events: Sequence[int], offsets: Sequence[int], partition: int, next_offset: int,
+    max_bytes: int = MAX_CHUNK_BYTES,
+) -> list[tuple[int, Lessons, bytes]]:
+    """``(next offset, lessons, value)`` of the learning topic records for the lessons of batch ``events``
+    (all of one events partition, in order, at ``offsets``), which cover it up to ``next_offset``: one
+    record, or, where that would pass ``max_bytes`` (a broker takes about 1 MB), the events cut in halves
+    until each record fits, each covering up to the offset after its last event. A learner folds them as
+    it would the one record; a single event's lessons always go out whole.
+
+    >>> lessons = Lessons.build([(b, "u", "i", 1.0, ["j"] * 400) for b in range(4)], np.zeros((0, 0, 1), np.float32),
+    ...                         np.zeros((0, 0), bool), [], [], [])
+    >>> [(n, len(mine.users)) for n, mine, _ in to_records(lessons, [0, 1, 2, 3], [10, 11, 12, 13], 0, 20, 8_000)]
+    [(12, 2), (20, 2)]
+    """
+    mine = lessons.take(np.asarray(events, np.int64))
+    value = to_record(mine, partition, next_offset)
+    if len(value) <= max_bytes or len(events) == 1:
+        return [(next_offset, mine, value)]
+    half = len(events) // 2
+    return [
+        *to_records(lessons, events[:half], offsets[:half], partition, offsets[half - 1] + 1, max_bytes),
+        *to_records(lessons, events[half:], offsets[half:], partition, next_offset, max_bytes),
+    ]
 
 
 def from_record(raw: bytes) -> tuple[int, int, Lessons]:

@@ -22,6 +22,8 @@ from streams.app.items import ItemsHandler
 from streams.app.stamps import Stamped, stamp, unstamp
 from streams.contracts import Event, Item, Recommendation, vector_of
 from streams.learning import Lessons
+from streams.learning.lessons import from_record
+from streams.learning.snapshot import MAX_CHUNK_BYTES
 from streams.metrics import Metrics
 from streams.recommender import BatchResult, ListTrace
 from streams.retrieval import Catalog, CatalogItem
@@ -273,3 +275,26 @@ async def test_a_batchs_lessons_go_out_before_its_states() -> None:
     rig.recommender.process = teaching  # type: ignore[method-assign]
     out = await rig.handler([event_record(P0, 0, "u1", "i1", NOW), event_record(P1, 0, "u2", "i2", NOW)])
     assert [topic for topic, _ in out.by_topic()] == ["recs", "learning", "changelog"]
+
+
+async def test_a_batchs_lessons_too_large_for_one_record_go_out_in_several_that_cover_it_all() -> None:
+    rig = Rig(lessons_topic="learning")
+    process = rig.recommender.process
+    recent = [f"item-{n:06d}" for n in range(10_000)]  # 440 KB of recent items per engagement
+
+    def teaching(events: Sequence[tuple[bytes, Event]], states: Mapping[bytes, bytes]) -> BatchResult:
+        lessons = Lessons.build([(b, e.user_id, e.item_id, 1.0, recent) for b, (_, e) in enumerate(events)],
+                                np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool), [], [], [])
+        return dataclasses.replace(process(events, states), lessons=lessons)
+
+    rig.recommender.process = teaching  # type: ignore[method-assign]
+    owned: list[tuple[int, int, int]] = []
+    rig.handler.own_lessons = lambda partition, next_offset, lessons: owned.append(
+        (partition, next_offset, len(lessons.users)))
+    batch = [event_record(P0, offset, f"u{offset}", "i1", NOW) for offset in range(5)]
+    out = await rig.handler(batch)
+    values = [m.value for m in out.messages if m.topic == "learning"]
+    assert len(values) == 3 and all(len(v) <= MAX_CHUNK_BYTES for v in values)
+    read = [from_record(v) for v in values]
+    assert [(p, n, len(mine.users)) for p, n, mine in read] == owned == [(0, 2, 2), (0, 3, 1), (0, 5, 2)]
+    assert [u for *_, mine in read for u in mine.users.tolist()] == [f"u{offset}" for offset in range(5)]
