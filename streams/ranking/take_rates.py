@@ -29,6 +29,7 @@ class TakeRates:
         self.shrink = shrink
         self._offered = np.zeros(0, np.float64)
         self._taken = np.zeros(0, np.float64)
+        self._totals = (0.0, 0.0)  # offers and takes of every item: the overall rate without a pass over them
 
     def _grow(self, n_rows: int) -> None:
         if n_rows > len(self._offered):
@@ -39,10 +40,10 @@ class TakeRates:
         """``log`` of each row's shrunk take rate over the overall rate; ``-1`` rows and rows never offered read 0."""
         valid = rows >= 0
         self._grow(int(rows.max(initial=-1)) + 1)
-        offered = self._offered.sum()
+        offered, taken = self._totals
         if not offered:
             return np.zeros(rows.shape)
-        overall = self._taken.sum() / offered
+        overall = taken / offered
         safe = np.where(valid, rows, 0)
         rate = (self._taken[safe] + self.shrink * overall) / (self._offered[safe] + self.shrink)
         out: F64 = np.where(valid, np.log(rate / overall), 0.0)
@@ -54,9 +55,12 @@ class TakeRates:
         if not rows.size:
             return
         self._grow(int(rows.max(initial=-1)) + 1)
-        np.add.at(self._offered, rows[rows >= 0], 1.0)
+        offered = rows[rows >= 0]
         chosen = rows[np.arange(len(rows)), taken]
-        np.add.at(self._taken, chosen[chosen >= 0], 1.0)
+        chosen = chosen[chosen >= 0]
+        np.add.at(self._offered, offered, 1.0)
+        np.add.at(self._taken, chosen, 1.0)
+        self._totals = (self._totals[0] + len(offered), self._totals[1] + len(chosen))
 
     def state(self, n_rows: int) -> dict[str, npt.NDArray[np.generic]]:
         """The counts of the catalog's ``n_rows`` rows."""
@@ -74,3 +78,4 @@ class TakeRates:
         self._offered, self._taken = np.zeros(n_rows), np.zeros(n_rows)
         self._grow(int(rows.max(initial=-1)) + 1)
         self._offered[rows[keep]], self._taken[rows[keep]] = offered[keep], taken[keep]
+        self._totals = (float(self._offered.sum()), float(self._taken.sum()))
