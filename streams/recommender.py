@@ -473,7 +473,7 @@ class Recommender:
     ) -> F32:
         """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
         safe = np.where(rows >= 0, rows, 0)
-        popularity = self.catalog.popularities()[safe]
+        popularity = self.catalog.popularities(safe)
         covisit_last, covisit_last3 = (  # beside ``covisit`` (the whole window): the user's last few items
             self.covisit.accumulate([self.catalog.rows(s.history[-n:]) for s in states], len(self.catalog)).at(rows)
             for n in (1, 3)

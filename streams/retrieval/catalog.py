@@ -361,9 +361,9 @@ class Catalog:
         what is engaged with now, as the trending source ranks)."""
         return self.popularities()[:, 0]
 
-    def popularities(self) -> npt.NDArray[np.float64]:
+    def popularities(self, rows: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float64]:
         """``[n, 2]``: by row, :meth:`popularity` and the long-term count (halving every ``long_half_life``
-        engagements: what has been engaged with all along).
+        engagements: what has been engaged with all along); ``[..., 2]`` of ``rows`` only, when given.
 
         >>> c = Catalog(dim=1, popularity_half_life=1.0, long_half_life=1e9)
         >>> c.upsert([CatalogItem("a", "a"), CatalogItem("b", "b")], np.ones((2, 1)))
@@ -372,7 +372,8 @@ class Catalog:
         >>> c.popularities().round(2).tolist()
         [[0.75, 2.0], [1.0, 1.0]]
         """
-        out: npt.NDArray[np.float64] = self._pop[: len(self.items)] / self._pop_scale
+        counts = self._pop[: len(self.items)] if rows is None else self._pop[rows]  # gathered before dividing
+        out: npt.NDArray[np.float64] = counts / self._pop_scale
         return out
 
     def norms(self) -> F32:
