@@ -100,7 +100,7 @@ class Input:
 
     async def _handle(self, batch: Sequence[Record], generation: int, max_backoff_s: float = 30.0) -> None:
         """Handle ``batch``; the events of a partition whose output was not published (its transaction
-        failed) are handled again, as long as the partition is ours and no rebalance intervened.
+        failed, or a rebalance made the batch stale) are handled again while the partition is ours.
 
         Retrying here rather than reading them back as a hole later matters at a partition's end:
         a hole shows only when a later record arrives, which may never happen.
@@ -119,10 +119,16 @@ class Input:
             for tp in done:
                 self.next[tp] = max(self.next.get(tp, 0), offsets[tp])
             failed = offsets.keys() - done
-            if not failed or generation != self.guarantee.generation():
-                return  # after a rebalance the partitions' owners read the events again
+            if not failed:
+                return
+            # A partition still (or again) ours after a rebalance is handled again here too: Faust does
+            # not always deliver again what it delivered once (a partition with no committed offset is
+            # not seeked back), and a batch dropped at a partition's end would wait for a later record.
             again = {tp for tp in failed if await self.guarantee.ready(tp)}  # not those taken away
-            pending = [rec for rec in pending if rec.tp in again]
+            generation = self.guarantee.generation()
+            for tp in again:  # from where its group stands: a newer owner may have moved it on
+                self.next.pop(tp, None)
+            pending = await self.complete([rec for rec in pending if rec.tp in again])
             if pending:
                 log.warning("%d events of %d partitions not published; handling them again in %.1f s",
                             len(pending), len(again), delay)

@@ -10,7 +10,8 @@ generation with the offsets, KIP-447):
   reads the committed offset. That fences the previous owner's producer (a zombie can no longer
   commit) and ends its open transaction, so the committed offset read next is final.
 * A batch is published only if no rebalance happened since it was taken; otherwise it is dropped
-  unsent, and its events are read again by the partition's owner.
+  unsent, and its events are handled again by the partition's owner (Input does it at once for the
+  partitions that stayed ours).
 * A failed transaction is aborted; the partition gets a new producer (only while it is still ours:
   one started during a rebalance would fence the next owner) and Input handles the events again.
 * User states are restored here, not by Faust's table recovery (which, reading committed data,
@@ -169,7 +170,8 @@ class ExactlyOnce(Guarantee):
         async with self._lock:
             current = self.generation()
             if generation != current:
-                log.info("a batch of generation %d dropped unsent (now %d): it is read again", generation, current)
+                log.info("a batch of generation %d dropped unsent (now %d): handled again where still ours",
+                         generation, current)
                 return set()
             messages = outbox.by_source()
             tps = [tp for tp in offsets if tp in self._producers]  # the others were lost (fenced)
