@@ -1,4 +1,4 @@
-"""At-least-once: a batch's output sent topic after topic, each acknowledged, then its input offsets
+"""At-least-once: a batch's output sent and acknowledged, the user states last, then its input offsets
 committed on their own (a crash in between replays the batch; the stamps make the replay a no-op).
 
 User states live in a Faust table (in memory, its changelog written by the batches themselves and
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class AtLeastOnce(Guarantee):
-    """Topic after topic, each waited on until the broker acknowledged all of it; offsets committed after."""
+    """The lists, lessons and dead letters together, then the states, each waited on until the broker
+    acknowledged all of it; offsets committed after."""
 
     isolation_level = "read_uncommitted"
 
@@ -70,8 +71,14 @@ class AtLeastOnce(Guarantee):
     async def publish(
         self, outbox: Outbox, offsets: Mapping[TopicPartition, int], generation: int
     ) -> Set[TopicPartition]:
-        for topic, messages in outbox.by_topic():
-            await deliver(self.topics[topic], messages)
+        # Everything but the states at once (one wait for acknowledgements instead of one per topic),
+        # then the states: a state is written only once its lists are acknowledged, since a replayed
+        # event whose state holds it is skipped (see streams.app.stamps).
+        by_topic = outbox.by_topic()
+        await asyncio.gather(*(deliver(self.topics[t], m) for t, m in by_topic if t != self.changelog))
+        for topic, messages in by_topic:
+            if topic == self.changelog:
+                await deliver(self.topics[topic], messages)
         return set(offsets)
 
     async def commit(self, handled: Mapping[TopicPartition, int]) -> None:
