@@ -218,9 +218,11 @@ def faust_app(s: Settings, kafka: KafkaConnection) -> faust.App:
         broker_heartbeat_interval=max(s.session_timeout_s / 10, 0.5),
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
-        # Lists are ~1 KB: batches of up to 1 MB per partition, lingering 2 ms, keep the producer's
-        # requests few without holding a list back noticeably.
-        producer_linger=0.002,
+        # No linger: a batch's output is sent at once and waited on (the next batch waits for its acks),
+        # so lingering only adds to every list's latency: 2 ms gave p50 30 ms at 100 events/s against
+        # 18 ms without, and the same throughput flat out (the client still packs what queues up while
+        # a request is in flight, in batches of up to 1 MB per partition).
+        producer_linger=0.0,
         producer_max_batch_size=1 << 20,
         broker_max_poll_records=2 * s.batch_size,
     )

@@ -211,7 +211,7 @@ class ExactlyOnce(Guarantee):
 
 
 def transactional_producer(kafka: KafkaConnection, transactional_id: str) -> AIOKafkaProducer:
-    # Batches of up to 1 MB lingering 2 ms, as the worker's own producer (lists are ~1 KB).
+    # Batches of up to 1 MB, no linger, as the worker's own producer (lists are ~1 KB).
     return AIOKafkaProducer(
-        **kafka.aiokafka(), transactional_id=transactional_id, linger_ms=2, max_batch_size=1 << 20
+        **kafka.aiokafka(), transactional_id=transactional_id, linger_ms=0, max_batch_size=1 << 20
     )
