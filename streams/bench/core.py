@@ -194,6 +194,17 @@ def time_batches(
     }
 
 
+@contextmanager
+def gc_thresholds(thresholds: tuple[int, int, int]) -> Iterator[None]:
+    """Python's garbage collector set as the worker sets it, for the block."""
+    before = gc.get_threshold()
+    gc.set_threshold(*thresholds)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def _where(filename: str, line: int) -> str:
     if filename == "~":  # a builtin
         return "~"
@@ -288,7 +299,7 @@ def bench_core(
 ) -> dict[str, Any]:
     """The ``core`` section's MovieLens part: workload, ``batches`` by size, the profile at batch 100."""
     timed = workload.events[warmup : warmup + events]
-    with threadpool_limits(1):
+    with threadpool_limits(1), gc_thresholds(settings.gc_thresholds):  # as the worker
         recommender, store = warmed(workload, settings, warmup, events, progress)
         by_size: dict[str, dict[str, float]] = {}
         for size in batches:
@@ -342,7 +353,7 @@ def scale_one(
     workload = synthetic_workload(items, warmup + events, seed=seed)
     vectors_mb = workload.vectors.nbytes / 2**20
     stream = workload.events
-    with threadpool_limits(1):
+    with threadpool_limits(1), gc_thresholds(settings.gc_thresholds):
         started = time.perf_counter()
         with step(progress, f"{items:,} items, {index} index", items) as advance:
             catalog = build_catalog(workload, s, advance)

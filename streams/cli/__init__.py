@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import typer
@@ -35,6 +36,7 @@ def worker(
     # Scale out with more workers (and partitions) instead.
     threadpool_limits(1)
     settings = Settings(**({"role": role} if role else {}))  # type: ignore[arg-type]  # pydantic checks the value
+    gc.set_threshold(*settings.gc_thresholds)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=loglevel.upper())
     faust.Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()

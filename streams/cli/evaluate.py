@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import sys
@@ -54,6 +55,7 @@ def evaluate(
     threadpool_limits(1)  # as the worker: one BLAS thread, so both modes compute alike
     env = environment()  # the commit measured is the one the run starts from
     base = Settings()
+    gc.set_threshold(*base.gc_thresholds)  # as the worker (and the replay's forked processes inherit it)
     settings = base.model_copy(update={"batch_size": batch_size})
     started = time.perf_counter()
     names = system_names(

@@ -17,8 +17,16 @@ from streams.settings import Settings, env_var_name
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``STREAMREC_*`` variables that reproduce ``settings`` in another process."""
-    return {env_var_name(name): str(value) for name, value in settings.model_dump().items()}
+    """The ``STREAMREC_*`` variables that reproduce ``settings`` in another process (a tuple as the JSON
+    list pydantic-settings reads).
+
+    >>> settings_env(Settings(gc_thresholds=(700, 10, 10), k=5))["STREAMREC_GC_THRESHOLDS"]
+    '[700, 10, 10]'
+    """
+    return {
+        env_var_name(name): json.dumps(value) if isinstance(value, tuple | list) else str(value)
+        for name, value in settings.model_dump().items()
+    }
 
 
 class WorkerProcess:
