@@ -47,7 +47,7 @@ def demo(
     limit: int = typer.Option(0, help="Stream only the first N ratings (0 = all 100,004)"),
     encoder: str = typer.Option("", help="'triton' or 'local' (default: STREAMREC_ENCODER)"),
     rate: float = typer.Option(
-        600.0, help="Offered load in events/s (0 = as fast as the producer goes); one worker here does ~1,200 flat out"
+        600.0, help="Offered load in events/s (0 = as fast as the producer goes); one worker here does ~1,300 flat out"
     ),
     show: int = typer.Option(3, help="How many users' lists to print"),
 ) -> None:
