@@ -74,11 +74,11 @@ class AtLeastOnce(Guarantee):
         # Everything but the states at once (one wait for acknowledgements instead of one per topic),
         # then the states: a state is written only once its lists are acknowledged, since a replayed
         # event whose state holds it is skipped (see streams.app.stamps).
-        by_topic = outbox.by_topic()
-        await asyncio.gather(*(deliver(self.topics[t], m) for t, m in by_topic if t != self.changelog))
-        for topic, messages in by_topic:
-            if topic == self.changelog:
-                await deliver(self.topics[topic], messages)
+        by_topic = dict(outbox.by_topic())
+        states = by_topic.pop(self.changelog, None)
+        await asyncio.gather(*(deliver(self.topics[t], m) for t, m in by_topic.items()))
+        if states:
+            await deliver(self.topics[self.changelog], states)
         return set(offsets)
 
     async def commit(self, handled: Mapping[TopicPartition, int]) -> None:
