@@ -308,11 +308,11 @@ class Recommender:
             return [[] for _ in pending], [ListTrace(p.policy.name, p.policy.reranker.name, Counter(), 0.0)
                                            for p in pending]
         seen = [self.catalog.rows(p.state.history) for p in pending]
-        recent = [self.catalog.rows(p.state.history[-self.covisit.window :]) for p in pending]
+        recent = self._last([p.state for p in pending], seen, None, self.covisit.window)
         queries, product, similar = self._similar(pending)
         co = self.covisit.accumulate(recent, len(self.catalog))
         pool = self._pool(pending, seen, recent, similar, co)
-        relevance = self._relevance(pending, pool, queries, product, co)
+        relevance = self._relevance(pending, pool, queries, product, co, recent)
         picks, rerank_s = self._rerank(pending, pool, relevance)
         # The chosen items of every list, flat in list order (``offsets`` cut them per list).
         chosen = picks >= 0
@@ -441,12 +441,12 @@ class Recommender:
         if m == 0:
             return np.zeros((n_events, width), np.float32)
         safe = np.where(rows >= 0, rows, 0)
+        sizes = np.fromiter(map(len, queries), np.int64, n_events)
+        slots = np.arange(m)
+        mine = slots < sizes[:, None]  # [B, m]: the slots that hold one of the event's queries
         if similar is not None:
             # One gather for the batch: each event's query rows of the product, padded with row 0 then
             # masked, so each max runs over exactly that event's queries.
-            sizes = np.fromiter(map(len, queries), np.int64, n_events)
-            slots = np.arange(m)
-            mine = slots < sizes[:, None]
             first = np.cumsum(sizes) - sizes
             picked = similar.scores[np.where(mine, first[:, None] + slots, 0)[:, :, None], safe[:, None, :]]
             best = np.where(mine[:, :, None], picked, -np.inf).max(axis=1) / similar.norms[safe]
@@ -454,28 +454,38 @@ class Recommender:
             # The space the batch product uses when serving (see _similar), so a lesson's cosine is the
             # feature its list was scored with.
             compact = self.catalog.compact if self.catalog.index.exact and self.catalog.compact.active else None
+            stacked = np.concatenate(queries)  # projected together: a row's projection is its own
             padded = np.zeros((n_events, m, compact.dim if compact else self.catalog.dim), np.float32)
-            for b, q in enumerate(queries):
-                if len(q):
-                    padded[b, : len(q)] = compact.project(q) if compact else q
+            padded[mine] = compact.project(stacked) if compact else stacked
             vecs = np.take(compact.vectors if compact else self.catalog.vectors, safe, axis=0)
             sims = np.einsum("bpd,bmd->bpm", vecs, padded)
-            sims[np.broadcast_to(np.array([np.arange(m) >= len(q) for q in queries])[:, None, :], sims.shape)] = -np.inf
+            sims[np.broadcast_to(~mine[:, None, :], sims.shape)] = -np.inf
             best = sims.max(axis=2) / np.maximum(np.linalg.norm(vecs, axis=2), np.float32(1e-12))
-        cold = np.array([len(q) == 0 for q in queries])
-        best[cold] = 0.0
+        best[sizes == 0] = 0.0  # cold users
         out: F32 = best.astype(np.float32)
+        return out
+
+    def _last(
+        self, states: Sequence[MultiInterestState], tails: Sequence[Rows], span: int | None, n: int
+    ) -> list[Rows]:
+        """Per state, the rows of its last ``n`` history items, read off ``tails[b]`` (the rows of its last
+        ``span`` items, ``None``: all) unless an unknown id was skipped there."""
+        out = []
+        for state, rows in zip(states, tails, strict=True):
+            whole = len(state.history) if span is None else min(span, len(state.history))
+            out.append(rows[-n:] if len(rows) == whole else self.catalog.rows(state.history[-n:]))
         return out
 
     def _features(
         self, states: Sequence[MultiInterestState], users: Sequence[str], ts: F64, rows: Rows,
-        sources: npt.NDArray[np.int8], cosine: F32, covisit: F64,
+        sources: npt.NDArray[np.int8], cosine: F32, covisit: F64, recent: Sequence[Rows],
     ) -> F32:
-        """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``."""
+        """The ranker's feature tensor of ``rows`` ``[B, P]`` for each event's user: ``[B, P, F]``
+        (``recent``: the rows of each user's last co-visitation window of items)."""
         safe = np.where(rows >= 0, rows, 0)
         popularity = self.catalog.popularities(safe)
         covisit_last, covisit_last3 = (  # beside ``covisit`` (the whole window): the user's last few items
-            self.covisit.accumulate([self.catalog.rows(s.history[-n:]) for s in states], len(self.catalog)).at(rows)
+            self.covisit.accumulate(self._last(states, recent, self.covisit.window, n), len(self.catalog)).at(rows)
             for n in (1, 3)
         )
         return candidate_features(
@@ -498,12 +508,12 @@ class Recommender:
 
     def _relevance(
         self, pending: Sequence[_Pending], pool: Pool, queries: Sequence[F32], product: _Similarities | None,
-        co: CoScores,
+        co: CoScores, recent: Sequence[Rows],
     ) -> F64:
         """Each candidate's relevance (the ranker's score), ``-inf`` on the padding: ``[B, P]``."""
         features = self._features(
             [p.state for p in pending], [p.event.user_id for p in pending], np.array([p.event.ts for p in pending]),
-            pool.rows, pool.source, self._cosine(queries, pool.rows, product), co.at(pool.rows),
+            pool.rows, pool.source, self._cosine(queries, pool.rows, product), co.at(pool.rows), recent,
         )
         return np.where(pool.valid, self.ranker.score(features), -np.inf)
 
@@ -681,7 +691,7 @@ class Recommender:
         queries = [q for q, _ in self.interest.queries_many(states)]
         features = self._features(
             states, [p.event.user_id for p in learners], np.array([p.event.ts for p in learners]), rows, sources,
-            self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows),
+            self._cosine(queries, rows), self.covisit.accumulate(recent, len(self.catalog)).at(rows), recent,
         )
         valid = rows >= 0
         ids = np.array(self.catalog.ids(rows[valid]), np.str_)

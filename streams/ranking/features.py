@@ -103,6 +103,9 @@ def candidate_features(
         take_lift,
         *(sources == s for s in range(len(SOURCE_NAMES))),
     ]
-    X = np.stack([np.broadcast_to(np.asarray(c, np.float32), rows.shape) for c in cols], axis=-1)
+    # Each column written into its slot (numpy broadcasts and casts): no per-column copy to stack.
+    X = np.empty((*rows.shape, len(cols)), np.float32)
+    for i, c in enumerate(cols):
+        X[..., i] = c
     X[~valid] = 0.0
     return X

@@ -51,7 +51,7 @@ class LastPools:
             relevance = np.full((len(long), max(len(pools[i][0]) for i in long)), -np.inf)
             for line, i in enumerate(long):
                 relevance[line, : len(pools[i][2])] = pools[i][2]
-            keep = np.sort(np.argsort(-relevance, axis=1, kind="stable")[:, : self.width], axis=1)
+            keep = top_in_order(relevance, self.width)
             for line, i in enumerate(long):
                 out[i] = (pools[i][0][keep[line]], pools[i][1][keep[line]])
         return out
@@ -66,3 +66,20 @@ class LastPools:
 
     def get(self, user: str) -> tuple[Rows, Sources] | None:
         return self._pools.get(user)
+
+
+def top_in_order(values: npt.NDArray[np.floating], n: int) -> npt.NDArray[np.intp]:
+    """Per row of ``values`` ``[B, m]`` (``n < m``), the positions of its ``n`` largest, ties to the earlier,
+    in position order: ``np.sort(np.argsort(-values, kind="stable")[:, :n])`` without sorting whole rows
+    (a partition finds each row's ``n``-th value; only the ties at it need their positions counted).
+
+    >>> top_in_order(np.array([[0.5, 0.9, 0.5, 0.1, 0.5]]), 3).tolist()
+    [[0, 1, 2]]
+    """
+    cut = -np.partition(-values, n - 1, axis=1)[:, n - 1 : n]
+    above = values > cut
+    tied = values == cut
+    # Of the ties at the cut, the earliest fill what the values above leave of n.
+    keep = above | (tied & (np.cumsum(tied, axis=1) <= n - above.sum(axis=1, keepdims=True)))
+    out: npt.NDArray[np.intp] = np.nonzero(keep)[1].reshape(len(values), n)
+    return out

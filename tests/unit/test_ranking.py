@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.build import build_recommender
 from streams.contracts import Event
 from streams.ranking import FEATURES, LastPools, ListwiseRanker, candidate_features
 from streams.ranking.features import PRIOR, SOURCE_NAMES
+from streams.ranking.pools import top_in_order
 from streams.recommender import SOURCES, Recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.retrieval.covisit import CoVisitation
@@ -164,3 +167,21 @@ def test_last_pools_stay_bounded() -> None:
 
 def test_the_source_features_follow_the_recommenders_sources() -> None:
     assert SOURCE_NAMES == SOURCES
+
+
+@given(
+    st.integers(1, 5).flatmap(
+        lambda b: st.integers(2, 30).flatmap(
+            lambda m: st.tuples(
+                st.lists(st.lists(st.sampled_from([-np.inf, 0.0, 0.5, 1.0, 2.0]), min_size=m, max_size=m),
+                         min_size=b, max_size=b),
+                st.integers(1, m - 1),
+            )
+        )
+    )
+)
+def test_top_in_order_keeps_what_a_stable_sort_keeps(case: tuple[list[list[float]], int]) -> None:
+    """The pools' cut by a partition: the same positions as a whole stable sort, ties to the earlier."""
+    values, n = np.array(case[0]), case[1]
+    expected = np.sort(np.argsort(-values, axis=1, kind="stable")[:, :n], axis=1)
+    assert top_in_order(values, n).tolist() == expected.tolist()

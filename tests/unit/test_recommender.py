@@ -184,3 +184,19 @@ def test_empty_batch_and_empty_catalog() -> None:
     result = empty.process([ev(0, "u", "not-yet-embedded")], {})
     [out] = result.lists
     assert out.items == [] and len(result.traces) == 1
+
+
+def test_the_last_items_of_a_history_skip_unknown_ids_as_a_lookup_of_them_would() -> None:
+    """The rows of a user's last n items are read off the rows of a longer tail; an id the catalog does not
+    know (skipped there) must not shift them."""
+    rec = recommender()
+    known = [item_of(0, i) for i in range(6)]
+    histories = [known, [*known[:4], "gone", known[4]], ["gone", *known[:2]], ["gone"], []]
+    states = [rec.new_state() for _ in histories]
+    for state, history in zip(states, histories, strict=True):
+        state.history = list(history)
+    for span in (None, 4):
+        tails = [rec.catalog.rows(h if span is None else h[-span:]) for h in histories]
+        for n in (1, 3):
+            got = rec._last(states, tails, span, n)
+            assert [r.tolist() for r in got] == [rec.catalog.rows(h[-n:]).tolist() for h in histories]
