@@ -68,12 +68,13 @@ def percentiles_ms(seconds: Any) -> dict[str, float]:
     }
 
 
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_bytes(field: str = "VmRSS", pid: int | None = None) -> int:
+    """A process's (default: this one's) resident memory now (``VmRSS``) or at its peak (``VmHWM``), in bytes."""
+    status = Path(f"/proc/{'self' if pid is None else pid}/status")
+    for line in status.read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    raise RuntimeError(f"no {field} in {status}")
 
 
 def in_child(module: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.app import faust_internals
-from streams.bench import percentiles_ms
+from streams.bench import percentiles_ms, rss_bytes
 from streams.bench.catalog import EmbeddedCatalog, embedded_movielens
 from streams.contracts import EmbeddedItem, Event, Recommendation, b64_vector, vectors_topic_name
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
@@ -157,7 +157,16 @@ async def _phase(
         cpu_after = _cpu_s(worker.proc.pid)
         if cpu_after is not None:
             result["worker_cpu_ms_per_event"] = 1e3 * (cpu_after - cpu_before) / len(messages)
+        result.update(_worker_memory(worker.proc.pid))
     return result
+
+
+def _worker_memory(pid: int) -> dict[str, float]:
+    """The worker's resident memory at the end of a phase and its peak so far, in MiB (none without /proc)."""
+    try:
+        return {"worker_rss_mb": rss_bytes("VmRSS", pid) / 2**20, "worker_peak_rss_mb": rss_bytes("VmHWM", pid) / 2**20}
+    except (OSError, RuntimeError):
+        return {}
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> int:

@@ -34,6 +34,8 @@ def test_pipeline_every_event_gets_a_list_and_the_ceilings_pass_every_event(
     tp = report["throughput"]
     assert tp["events"] == tp["with_list"] == 150 and tp["lists"] >= 150
     assert tp["events_per_s"] > 0 and tp["latency_p99_ms"] >= tp["latency_p50_ms"] > 0
+    # the worker's memory from /proc: a Python process with numpy and Faust holds tens of MiB at least
+    assert tp["worker_peak_rss_mb"] >= tp["worker_rss_mb"] > 20
     for kind in ("aiokafka", "faust"):
         ceiling = report["ceilings"][kind]
         assert ceiling["events"] >= 150 and ceiling["outputs"] == ceiling["events"]
