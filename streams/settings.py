@@ -137,7 +137,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535, description="Port of the worker's HTTP endpoint")
     data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "worker", description="Faust table data")
     batch_size: int = Field(default=500, ge=1, description="Events per micro-batch")
-    batch_timeout_s: float = Field(default=0.01, gt=0, description="Longest wait to fill a micro-batch")
+    batch_timeout_s: float = Field(
+        default=0.01, gt=0, description="Shortest time between the starts of two micro-batches unless one fills: "
+        "an event after a quiet spell is taken at once, one that comes sooner waits at most this long"
+    )
     gc_thresholds: tuple[int, int, int] = Field(
         default=(50_000, 50, 100), description="Python's garbage collector thresholds in a worker (and the "
         "evaluation and bench core, to compute alike): Python's own (700, 10, 10) collect so often among Faust's "

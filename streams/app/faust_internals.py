@@ -18,19 +18,23 @@ What each is for:
   is being created.
 * :func:`table_data`: ``Table.data``, the table's in-memory store, written directly (see
   :mod:`streams.app.guarantee.at_least_once`).
+* :func:`take_batches`: ``Stream.add_processor``, ``Stream._enable_passive``, ``Stream.current_event``,
+  ``Stream.enable_acks`` and ``Stream.ack``, as ``Stream.take_events`` uses them, to batch otherwise
+  (see there).
 * :func:`leader_topic_name`: ``app._leader_assignor._leader_topic_name``, the one topic Faust itself
   creates (the Kubernetes topic manifests declare it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import Consumer
-from faust.types import EventT, TableT
+from faust.types import ChannelT, EventT, StreamT, TableT
 
 
 def consumer_generation(app: faust.App) -> int:
@@ -82,3 +86,57 @@ def table_data(table: TableT[Any, Any]) -> MutableMapping[bytes, bytes]:
 def leader_topic_name(app: faust.App) -> str:
     """The name of the leader-election topic Faust's assignor declares for the app."""
     return str(cast(Any, app._leader_assignor)._leader_topic_name)
+
+
+async def take_batches(stream: StreamT[Any], max_: int, within_s: float) -> AsyncIterator[list[EventT[Any]]]:
+    """The stream's events in batches of at most ``max_``, as ``Stream.take_events`` gives them, but:
+
+    * the next batch fills while the consumer handles one (``take_events`` holds the stream until the
+      consumer is done, then reads the next batch from scratch, so reading and handling never overlap);
+    * a batch goes once ``within_s`` has passed since the previous one went, or when it is full, not
+      ``within_s`` after the previous one was handled: the first event after a quiet spell is handled at
+      once, and under load a batch is what arrived while the last one was handled.
+
+    Batches still go at most every ``within_s`` unless full, and a quiet stream is waited on without a
+    timer, so an idle worker does not spin. Events are acked after the consumer is done with their batch.
+    """
+    events: list[EventT[Any]] = []
+    arrived, full, room = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    room.set()
+
+    async def add_to_buffer(value: Any) -> Any:
+        while len(events) >= max_:  # the consumer has not taken the last full batch yet
+            room.clear()
+            if await stream.wait_for_stopped(room):  # type: ignore[attr-defined]
+                return value
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take buffer found current_event is None")
+        events.append(event)
+        arrived.set()
+        if len(events) >= max_:
+            full.set()
+        return value
+
+    stream.enable_acks = False  # acked here, once handled
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(cast(ChannelT[Any], aiter(stream.channel)))  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    last = -float("inf")
+    while not stream.should_stop:  # type: ignore[attr-defined]
+        if await stream.wait_for_stopped(arrived):  # type: ignore[attr-defined]
+            break
+        wait = last + within_s - loop.time()
+        if wait > 0 and not full.is_set():
+            await stream.wait_for_stopped(full, timeout=wait)  # type: ignore[attr-defined]
+        batch = events[:]
+        events.clear()
+        arrived.clear()
+        full.clear()
+        room.set()
+        last = loop.time()
+        try:
+            yield batch
+        finally:
+            for event in batch:
+                await stream.ack(event)

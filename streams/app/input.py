@@ -2,7 +2,7 @@
 
 Faust's own bookkeeping is not enough for "nothing lost":
 
-* Its streams ack more than the agent handled: once ``take_events`` is left (a stop), its
+* Its streams ack more than the agent handled: once a stream's batches are left (a stop), its
   passive drainer goes on acking queued events, and an event that arrives while flow control is
   suspended (a stop, a rebalance) is acked as "skipped". A commit then covers events nobody
   processed. So the input topics are declared ``acks=False`` and :class:`Input` commits,
@@ -24,11 +24,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiokafka import TopicPartition
-from faust.streams import Stream
 from faust.types import StreamT
 
 from streams.app import faust_internals
@@ -82,7 +81,7 @@ class Input:
         therefore waits for the encoder (or the orchestrator's SIGKILL, which commits nothing).
         """
         try:
-            async for events in cast(Stream[Any], stream).take_events(size, within=within_s):
+            async for events in faust_internals.take_batches(stream, size, within_s):
                 faust_internals.report_in(self.app, events)
                 generation = self.guarantee.generation()
                 task = self._in_hand = asyncio.ensure_future(

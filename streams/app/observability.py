@@ -4,7 +4,7 @@
 Prometheus sensor, given our registry: Faust's ``streamrec_faust_*`` families and our ``streamrec_*``
 ones come from one endpoint. faust-streaming 0.15.3 already observes its latencies in milliseconds with
 millisecond buckets (5 ms to 10 s; a test keeps an eye on that). Its ``events_runtime_ms`` stays empty
-here: ``take_events`` acks without the sensor's per-event state, which is why we measure ourselves.
+here: the batches are acked without the sensor's per-event state, which is why we measure ourselves.
 Faust's end/committed offset gauges only move when messages arrive, so the lag is measured here too.
 """
 

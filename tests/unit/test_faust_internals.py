@@ -61,3 +61,13 @@ async def test_the_consumer_has_a_client_that_refreshes_metadata() -> None:
     # a plain method returning a future to await (not a coroutine function)
     assert callable(AIOKafkaClient.force_metadata_update), PINNED
     assert params(AIOKafkaClient.force_metadata_update) == ["self"], PINNED
+
+
+def test_streams_take_processors_feed_passively_and_ack_by_event() -> None:
+    from faust.streams import Stream
+
+    assert params(Stream.add_processor) == ["self", "processor"], PINNED
+    assert params(Stream._enable_passive) == ["self", "channel", "declare"], PINNED
+    assert inspect.iscoroutinefunction(Stream.ack) and params(Stream.ack) == ["self", "event"], PINNED
+    stream = faust.App("contract", broker="kafka://127.0.0.1:1", store="memory://").channel().stream()
+    assert stream.current_event is None and stream.enable_acks is True, PINNED  # set per value, then by us
