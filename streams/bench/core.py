@@ -43,6 +43,7 @@ from streams.bench import in_child, rss_bytes
 from streams.build import build_recommender, make_catalog
 from streams.contracts import Event, EventType
 from streams.evaluate.data import catalog_vectors, load_dataset
+from streams.process import gc_thresholds
 from streams.recommender import BatchResult, Recommender
 from streams.retrieval import Catalog, CatalogItem
 from streams.settings import Settings
@@ -192,17 +193,6 @@ def time_batches(
         "batch_wall_ms_p50": float(np.percentile(ms, 50)),
         "batch_wall_ms_p99": float(np.percentile(ms, 99)),
     }
-
-
-@contextmanager
-def gc_thresholds(thresholds: tuple[int, int, int]) -> Iterator[None]:
-    """Python's garbage collector set as the worker sets it, for the block."""
-    before = gc.get_threshold()
-    gc.set_threshold(*thresholds)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def _where(filename: str, line: int) -> str:

@@ -47,6 +47,7 @@ from streams.contracts import EmbeddedItem, Event, Recommendation, b64_vector, v
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local import _process
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port
+from streams.process import gc_thresholds
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -352,7 +353,8 @@ def bench_pipeline(
     workdir = settings.cache_dir / "bench" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        with _broker(settings.cache_dir, bootstrap) as boot:
+        # The load generator and collector, in this process, pause for no full collection (see gc_thresholds).
+        with _broker(settings.cache_dir, bootstrap) as boot, gc_thresholds(settings.gc_thresholds):
             worker_settings = settings.model_copy(
                 update={
                     "kafka_bootstrap": boot,

@@ -23,6 +23,7 @@ from streams.local.kafka import local_home as kafka_home
 from streams.local.triton import TritonServer
 from streams.local.triton import local_home as triton_home
 from streams.metrics import metrics_url
+from streams.process import gc_thresholds
 from streams.security import KafkaConnection
 from streams.settings import Settings
 
@@ -100,7 +101,8 @@ def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> 
     data = load_movielens(limit)
     console.print(f"{len(data.items):,} movies, {len(data.events):,} ratings")
     triton = local_triton(settings) if settings.encoder == "triton" else contextlib.nullcontext()
-    with local_kafka(settings), triton:
+    # The producer and collector, in this process, pause for no full collection (see gc_thresholds).
+    with local_kafka(settings), triton, gc_thresholds(settings.gc_thresholds):
         asyncio.run(_stream(settings, data, rate, show))
 
 
