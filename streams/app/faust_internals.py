@@ -21,6 +21,9 @@ What each is for:
 * :func:`take_batches`: ``Stream.add_processor``, ``Stream._enable_passive``, ``Stream.current_event``,
   ``Stream.enable_acks`` and ``Stream.ack``, as ``Stream.take_events`` uses them, to batch otherwise
   (see there).
+* :func:`tune_fetches`: ``ThreadDelegateConsumer._thread._consumer._fetcher`` and aiokafka's
+  ``Fetcher._fetch_min_bytes`` / ``_fetch_max_wait_ms``: Faust builds its consumer with
+  ``fetch_max_wait_ms=1500`` and aiokafka's ``fetch_min_bytes=1`` and offers neither as a setting.
 * :func:`leader_topic_name`: ``app._leader_assignor._leader_topic_name``, the one topic Faust itself
   creates (the Kubernetes topic manifests declare it).
 """
@@ -140,3 +143,15 @@ async def take_batches(stream: StreamT[Any], max_: int, within_s: float) -> Asyn
         finally:
             for event in batch:
                 await stream.ack(event)
+
+
+def tune_fetches(app: faust.App, min_bytes: int, max_wait_ms: int) -> bool:
+    """Make the worker consumer's next fetches ask the broker for ``min_bytes`` or ``max_wait_ms``, whichever
+    comes first; False while its consumer has not started (read when each fetch request is built, so it
+    holds from the next one on)."""
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None:
+        return False
+    fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = min_bytes, max_wait_ms
+    return True

@@ -71,3 +71,29 @@ def test_streams_take_processors_feed_passively_and_ack_by_event() -> None:
     assert inspect.iscoroutinefunction(Stream.ack) and params(Stream.ack) == ["self", "event"], PINNED
     stream = faust.App("contract", broker="kafka://127.0.0.1:1", store="memory://").channel().stream()
     assert stream.current_event is None and stream.enable_acks is True, PINNED  # set per value, then by us
+
+
+def test_the_worker_consumer_reaches_aiokafkas_fetcher_and_its_fetch_limits() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert "self._thread = self._new_consumer_thread()" in inspect.getsource(ThreadDelegateConsumer.__init__), PINNED
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(AIOKafkaConsumerThread.on_start), PINNED
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start), PINNED
+    init, build = inspect.getsource(Fetcher.__init__), inspect.getsource(Fetcher._get_actions_per_node)
+    assert "self._fetch_min_bytes = fetch_min_bytes" in init and "self._fetch_max_wait_ms = fetch_max_wait_ms" in init
+    # read each time a fetch request is built, so a change holds from the next fetch on
+    assert "self._fetch_max_wait_ms," in build and "self._fetch_min_bytes," in build, PINNED
+
+
+def test_tune_fetches_sets_the_fetchers_limits_once_the_consumer_has_one() -> None:
+    from types import SimpleNamespace
+
+    fetcher = SimpleNamespace(_fetch_min_bytes=1, _fetch_max_wait_ms=1500)
+    consumer = SimpleNamespace(_fetcher=fetcher)
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=consumer)))
+    assert faust_internals.tune_fetches(app, 16_384, 10)  # type: ignore[arg-type]
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (16_384, 10)
+    not_started = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=None)))
+    assert not faust_internals.tune_fetches(not_started, 16_384, 10)  # type: ignore[arg-type]
