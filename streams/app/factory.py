@@ -232,8 +232,8 @@ def faust_app(s: Settings, kafka: KafkaConnection) -> faust.App:
     )
 
     # Fetches that wait for a few KB (or 10 ms): at 1,000 events/s one worker here fell behind (p99 1-2 s)
-    # answering fetches of one or two records each; with them it keeps up (p99 ~0.2 s), for ~3 ms more
-    # at 100 events/s. Set at each assignment: the consumer has started by then.
+    # answering fetches of one or two records each; with them it keeps up (p99 ~0.2-0.3 s), for ~5 ms
+    # more p50 at 100 events/s. Set at each assignment: the consumer has started by then.
     async def tune_fetches(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if not faust_internals.tune_fetches(app, s.fetch_min_bytes, s.fetch_max_wait_ms):
             log.warning("fetches not tuned: the consumer has no fetcher yet")
