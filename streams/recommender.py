@@ -469,11 +469,12 @@ class Recommender:
         self, states: Sequence[MultiInterestState], tails: Sequence[Rows], span: int | None, n: int
     ) -> list[Rows]:
         """Per state, the rows of its last ``n`` history items, read off ``tails[b]`` (the rows of its last
-        ``span`` items, ``None``: all) unless an unknown id was skipped there."""
+        ``span`` items, ``None``: all) unless an unknown id was skipped there or ``n`` reaches past it."""
         out = []
         for state, rows in zip(states, tails, strict=True):
             whole = len(state.history) if span is None else min(span, len(state.history))
-            out.append(rows[-n:] if len(rows) == whole else self.catalog.rows(state.history[-n:]))
+            covered = len(rows) == whole and (span is None or n <= span)
+            out.append(rows[-n:] if covered else self.catalog.rows(state.history[-n:]))
         return out
 
     def _features(
