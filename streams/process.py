@@ -1,5 +1,6 @@
-"""What a streamrec process sets for itself: Python's garbage collector as the worker runs it
-(``Settings.gc_thresholds``), for the benchmarks, the demo and the evaluation too."""
+"""Python's garbage collector as the worker runs it (``Settings.gc_thresholds``), for a block of a
+process that is not a worker: ``bench core`` and ``bench pipeline``, and the demo's load generator
+(the worker and ``streamrec evaluate`` set it for their whole process)."""
 
 from __future__ import annotations
 

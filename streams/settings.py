@@ -152,7 +152,8 @@ class Settings(BaseSettings):
     )
     gc_thresholds: tuple[int, int, int] = Field(
         default=(50_000, 50, 100), description="Python's garbage collector thresholds in a worker (and the "
-        "evaluation and bench core, to compute alike): Python's own (700, 10, 10) collect so often among Faust's "
+        "evaluation and bench core, to compute alike, and the load generators of bench pipeline and the demo, "
+        "which otherwise paused for full collections): Python's own (700, 10, 10) collect so often among Faust's "
         "and the client's many short-lived objects that one worker spent about 8 % more CPU per event flat out"
     )
     processing_guarantee: Guarantee = Field(
