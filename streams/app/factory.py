@@ -37,7 +37,7 @@ from streams.app.catalog import CatalogLoader, catalog_status
 from streams.app.dead_letters import DeadLetters
 from streams.app.events import EventsHandler
 from streams.app.guarantee import declare_guarantee
-from streams.app.input import Input
+from streams.app.input import CATCH_UP_S, Input
 from streams.app.items import ItemsHandler, make_encoder
 from streams.app.learner import Learner
 from streams.app.observability import serve_metrics
@@ -126,6 +126,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             waiting.rebuild(guarantee.states, guarantee.generation())
             await events_input.tick(s.topic_events, recommend.wake)
 
+    async def catch_up() -> None:  # records left waiting at a partition's end (see Input.catch_up)
+        await items_input.catch_up(s.topic_items, s.encoder_batch_size)
+        await events_input.catch_up(s.topic_events, s.batch_size)
+
     async def commit_handled() -> None:  # what the last batches before a quiet spell handled
         for agent_input in (items_input, events_input):
             await agent_input.commit()
@@ -149,6 +153,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.agent(events_topic, name="recommend")(recommend_events)
     app.timer(app.conf.broker_commit_interval)(commit_handled)
     app.timer(WAKE_S)(wake_waiting)
+    app.timer(CATCH_UP_S)(catch_up)
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -42,13 +42,19 @@ class LogReader:
 
     def __init__(self, sizes: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> None:
         self.log = {tp: [record(tp, o) for o in range(n)] for tp, n in sizes.items()}
+        self.ends = dict(sizes)  # above a log's size: offsets without a record (transaction markers)
         self.start = committed
+        self.reads: list[tuple[TopicPartition, int, int]] = []
 
     async def committed(self, tp: TopicPartition) -> int:
         return self.start.get(tp, 0)
 
-    async def read(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        return [r for r in self.log[tp] if start <= r.offset < end]
+    async def read(self, tp: TopicPartition, start: int, end: int, limit: int | None = None) -> list[Record]:
+        self.reads.append((tp, start, end))
+        return [r for r in self.log[tp] if start <= r.offset < end][:limit]
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends[tp] for tp in tps}
 
     async def stop(self) -> None:
         return None
@@ -205,3 +211,44 @@ async def test_a_tick_works_between_batches_on_the_topics_partitions_with_their_
     published = len(guarantee.published)
     await broker.tick("events", nothing)
     assert len(guarantee.published) == published, "nothing to publish, nothing published"
+
+
+async def test_records_left_at_a_partitions_end_are_read_once_they_waited_a_whole_interval() -> None:
+    broker = BrokerLog({P0: 10, P1: 4}, committed={})
+    await broker._handle([record(P0, o) for o in range(4)] + [record(P1, o) for o in range(4)], 0)
+    # 4-9 of P0 were fetched, then lost by the consumer: no later record shows the hole.
+    await broker.catch_up("events", limit=100)
+    assert len(broker.handled_batches) == 1 and broker.reader_log.reads == [], "a first look only notes the ends"
+    await broker.catch_up("events", limit=100)
+    assert broker.handled_batches[-1] == [(0, o) for o in range(4, 10)], "read from where it stopped, in order"
+    assert broker.next == {P0: 10, P1: 4} and broker.holes == [("events", 6)]
+    guarantee: Any = broker.guarantee
+    assert guarantee.published[-1] == {P0: 10}, "published with the next offset to read"
+    await broker.catch_up("events", limit=100)
+    assert len(broker.handled_batches) == 2, "nothing waits any more"
+
+
+async def test_a_partition_the_consumer_moves_on_is_left_to_it_and_a_backlog_is_read_a_batch_at_a_time() -> None:
+    broker = BrokerLog({P0: 10}, committed={})
+    await broker.catch_up("events", limit=3)  # never handled since assigned: from its committed offset
+    await broker._handle([record(P0, 0)], 0)  # the consumer delivers meanwhile
+    await broker.catch_up("events", limit=3)
+    assert broker.reader_log.reads == [], "it moved since the last look"
+    await broker.catch_up("events", limit=3)
+    assert broker.handled_batches[-1] == [(0, 1), (0, 2), (0, 3)], "at most limit records"
+    await broker._handle([record(P0, 2), record(P0, 4)], 0)  # delivered late: 2 skipped, 4 handled
+    assert broker.handled_batches[-1] == [(0, 4)] and broker.next[P0] == 5
+
+
+async def test_offsets_with_no_record_at_a_partitions_end_are_read_once_per_end() -> None:
+    broker = BrokerLog({P0: 3}, committed={})
+    broker.reader_log.ends[P0] = 4  # a transaction's commit marker at offset 3
+    await broker._handle([record(P0, o) for o in range(3)], 0)
+    for _ in range(4):
+        await broker.catch_up("events", limit=100)
+    assert broker.reader_log.reads == [(P0, 3, 4)] and len(broker.handled_batches) == 1
+    broker.reader_log.log[P0].append(record(P0, 4))  # a new record after the marker, also lost
+    broker.reader_log.ends[P0] = 5
+    await broker.catch_up("events", limit=100)
+    await broker.catch_up("events", limit=100)
+    assert broker.handled_batches[-1] == [(0, 4)] and broker.next[P0] == 5

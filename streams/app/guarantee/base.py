@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any, ClassVar, Protocol
 
 import faust
@@ -33,8 +33,12 @@ class PartitionReader(Protocol):
     async def committed(self, tp: TopicPartition) -> int:
         """Where ``tp`` starts for the group: its committed offset, else the log's start."""
 
-    async def read(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        """The records at offsets ``start`` to ``end - 1`` of ``tp``."""
+    async def read(self, tp: TopicPartition, start: int, end: int, limit: int | None = None) -> list[Record]:
+        """The records at offsets ``start`` to ``end - 1`` of ``tp`` (the first ``limit`` of them)."""
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end: the offset after its last record (its last stable offset when reading
+        committed data)."""
 
     async def stop(self) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -59,11 +59,21 @@ class BrokerReader:
             return int(committed)
         return int((await consumer.beginning_offsets([tp]))[tp])
 
-    async def read(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        """The records at offsets ``start`` to ``end - 1`` of ``tp``, read from the broker."""
+    async def read(self, tp: TopicPartition, start: int, end: int, limit: int | None = None) -> list[Record]:
+        """The records at offsets ``start`` to ``end - 1`` of ``tp``, read from the broker; the first ``limit``."""
         consumer = await self._consumer()
         consumer.assign([tp])
-        return [Record.of_consumer_record(r) async for r in read_range(consumer, tp, start, end)]
+        out: list[Record] = []
+        async for r in read_range(consumer, tp, start, end):
+            out.append(Record.of_consumer_record(r))
+            if len(out) == limit:
+                break
+        return out
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end for this reader's isolation level (the last stable offset under read_committed)."""
+        consumer = await self._consumer()
+        return {tp: int(offset) for tp, offset in (await consumer.end_offsets(list(tps))).items()}
 
     async def stop(self) -> None:
         if self._reader is not None:
