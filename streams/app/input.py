@@ -81,6 +81,7 @@ class Input:
         # only offsets without a record (transaction markers) were left.
         self._checked: dict[TopicPartition, tuple[int, int]] = {}
         self._barren: dict[TopicPartition, int] = {}
+        self._stopped = False
         guarantee.when_revoked(self.forget)
 
     def forget(self, revoked: Iterable[TopicPartition]) -> None:
@@ -214,8 +215,11 @@ class Input:
 
     async def _held(self, topic: str) -> dict[TopicPartition, int]:
         """The next offset to handle of each partition of ``topic`` held now: where the last batch left it,
-        else (none handled since it was assigned) where its group stands, once the guarantee is ready."""
+        else (none handled since it was assigned) where its group stands, once the guarantee is ready; none
+        once the agent has stopped."""
         offsets: dict[TopicPartition, int] = {}
+        if self._stopped:
+            return offsets
         for tp in sorted(self.guarantee.assignment()):
             if tp.topic != topic:
                 continue
@@ -245,6 +249,7 @@ class Input:
             await self.commit(force=True)
 
     async def stop(self) -> None:
+        self._stopped = True  # a timer's tick or catch_up after the agent ended would start the reader again
         await self.reader.stop()
 
     async def _fill(self, tp: TopicPartition, start: int, end: int) -> list[Record]:

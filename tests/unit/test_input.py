@@ -252,3 +252,11 @@ async def test_offsets_with_no_record_at_a_partitions_end_are_read_once_per_end(
     await broker.catch_up("events", limit=100)
     await broker.catch_up("events", limit=100)
     assert broker.handled_batches[-1] == [(0, 4)] and broker.next[P0] == 5
+
+
+async def test_nothing_is_read_once_the_agent_has_stopped() -> None:
+    broker = BrokerLog({P0: 10}, committed={})
+    await broker.stop()
+    for _ in range(2):
+        await broker.catch_up("events", limit=100)
+    assert broker.reader_log.reads == [] and broker.handled_batches == [], "a stopped reader stays stopped"
