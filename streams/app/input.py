@@ -17,7 +17,7 @@ Faust's own bookkeeping is not enough for "nothing lost":
   missing, and with no record after them no hole ever showed (in a test, the last items of two
   partitions waited 5 minutes, until the test gave up). So :meth:`Input.catch_up`, every
   :data:`CATCH_UP_S`, reads from the broker what waits at the end of a partition held and has waited
-  since the last call with none of it handled.
+  since the last call while no batch came.
 
 Kafka offsets may also skip for good reasons (transaction markers); reading such a hole finds
 no record and costs one fetch.
@@ -81,6 +81,7 @@ class Input:
         # only offsets without a record (transaction markers) were left.
         self._checked: dict[TopicPartition, tuple[int, int]] = {}
         self._barren: dict[TopicPartition, int] = {}
+        self._batches = self._batches_seen = 0  # batches handled, and their number at the last catch_up
         self._stopped = False
         guarantee.when_revoked(self.forget)
 
@@ -124,6 +125,7 @@ class Input:
         """
         async with self._work_lock:
             await self._handle_locked(batch, generation, max_backoff_s)
+            self._batches += 1
 
     async def _handle_locked(self, batch: Sequence[Record], generation: int, max_backoff_s: float) -> None:
         pending = await self.complete(batch)
@@ -188,19 +190,21 @@ class Input:
     async def catch_up(self, topic: str, limit: int) -> None:
         """Handle, read from the broker, the records of each partition of ``topic`` held now that wait at its
         end (under its end offset, the last stable one when reading committed data) and waited there
-        since the last call with none of them handled: Faust's consumer dropped them, or holds them
-        back for no reason this worker can see. At most ``limit`` records a partition (a worker with a
-        backlog catches up batch by batch); records Faust delivers later are skipped as handled."""
+        since the last call while the input handled no batch: Faust's consumer lost them. (While batches
+        come, it may just be busy with other partitions, as with a backlog; and a hole before a later
+        record is read when that record comes.) At most ``limit`` records a partition; records Faust
+        delivers after all are skipped as handled."""
         async with self._work_lock:
             generation = self.guarantee.generation()
             offsets = await self._held(topic)
             ends = await self.reader.end_offsets(list(offsets)) if offsets else {}
+            busy, self._batches_seen = self._batches != self._batches_seen, self._batches
             batch: list[Record] = []
             for tp, start in offsets.items():
                 end = ends[tp]
                 last, self._checked[tp] = self._checked.get(tp), (start, end)
-                if start >= end or last != (start, end) or self._barren.get(tp) == end:
-                    continue  # nothing waits, or it came since the last call, or only markers wait
+                if busy or start >= end or last != (start, end) or self._barren.get(tp) == end:
+                    continue  # batches came, or nothing waits, or it came since the last call, or only markers
                 got = await self.reader.read(tp, start, end, limit)
                 if got:
                     log.warning("%s[%d]: offsets %d-%d waited undelivered for %.0f s or more; read %d records from "

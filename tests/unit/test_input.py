@@ -260,3 +260,14 @@ async def test_nothing_is_read_once_the_agent_has_stopped() -> None:
     for _ in range(2):
         await broker.catch_up("events", limit=100)
     assert broker.reader_log.reads == [] and broker.handled_batches == [], "a stopped reader stays stopped"
+
+
+async def test_while_batches_come_a_partition_that_waits_is_left_to_the_consumer() -> None:
+    broker = BrokerLog({P0: 10, P1: 10}, committed={})
+    await broker._handle([record(P0, 0), record(P1, 0)], 0)
+    await broker.catch_up("events", limit=100)
+    await broker._handle([record(P1, 1)], 0)  # a backlog: the consumer is busy with P1 for now
+    await broker.catch_up("events", limit=100)
+    assert broker.reader_log.reads == [], "P0 waited, but batches came: not read"
+    await broker.catch_up("events", limit=100)  # then nothing came for a whole interval
+    assert broker.handled_batches[-1] == [(0, o) for o in range(1, 10)] + [(1, o) for o in range(2, 10)]
