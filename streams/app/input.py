@@ -155,13 +155,19 @@ class Input:
                 delay = min(delay * 2, max_backoff_s)
 
     async def complete(self, batch: Sequence[Record]) -> list[Record]:
-        """``batch`` with every hole before or inside it read from the broker, in offset order per partition."""
+        """``batch`` with every hole before or inside it read from the broker, in offset order per partition;
+        without the records of a partition taken away before the batch came (its new owner handles them)."""
         out: list[Record] = []
         expected = dict(self.next)
+        gone: set[TopicPartition] = set()
         for rec in batch:
             tp = rec.tp
+            if tp in gone:
+                continue
             if tp not in expected:
-                await self.guarantee.ready(tp)
+                if not await self.guarantee.ready(tp):
+                    gone.add(tp)  # taken in an earlier generation, handed out after the rebalance
+                    continue
                 expected[tp] = await self.reader.committed(tp)
             if rec.offset < expected[tp]:
                 continue  # handled already
