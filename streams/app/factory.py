@@ -127,8 +127,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await events_input.tick(s.topic_events, recommend.wake)
 
     async def catch_up() -> None:  # records left waiting at a partition's end (see Input.catch_up)
-        await items_input.catch_up(s.topic_items, s.encoder_batch_size)
-        await events_input.catch_up(s.topic_events, s.batch_size)
+        for agent_input, topic, size in ((items_input, s.topic_items, s.encoder_batch_size),
+                                         (events_input, s.topic_events, s.batch_size)):
+            try:
+                await agent_input.catch_up(topic, size)
+            except Exception:  # the timer must outlive a failed look: the next one tries again
+                log.exception("catching up on %s failed; again in %.0f s", topic, CATCH_UP_S)
 
     async def commit_handled() -> None:  # what the last batches before a quiet spell handled
         for agent_input in (items_input, events_input):

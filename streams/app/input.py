@@ -33,6 +33,7 @@ from typing import Any
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import StreamT
 
 from streams.app import faust_internals
@@ -203,8 +204,12 @@ class Input:
         async with self._work_lock:
             generation = self.guarantee.generation()
             offsets = await self._held(topic)
-            ends = await self.reader.end_offsets(list(offsets)) if offsets else {}
             busy, self._batches_seen = self._batches != self._batches_seen, self._batches
+            try:  # bounded: batches wait for the lock, and with the broker away the next look asks again
+                ends = await asyncio.wait_for(self.reader.end_offsets(list(offsets)), CATCH_UP_S) if offsets else {}
+            except (TimeoutError, KafkaError) as exc:
+                log.info("%s: no end offsets (%r); looking again in %.0f s", topic, exc, CATCH_UP_S)
+                return
             batch: list[Record] = []
             for tp, start in offsets.items():
                 end = ends[tp]

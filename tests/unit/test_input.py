@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from streams.app.batch import Outbox, Record
 from streams.app.guarantee import Guarantee
@@ -271,3 +272,20 @@ async def test_while_batches_come_a_partition_that_waits_is_left_to_the_consumer
     assert broker.reader_log.reads == [], "P0 waited, but batches came: not read"
     await broker.catch_up("events", limit=100)  # then nothing came for a whole interval
     assert broker.handled_batches[-1] == [(0, o) for o in range(1, 10)] + [(1, o) for o in range(2, 10)]
+
+
+async def test_a_look_without_the_brokers_end_offsets_reads_nothing_and_the_next_one_goes_on() -> None:
+    broker = BrokerLog({P0: 10}, committed={})
+    await broker._handle([record(P0, 0)], 0)
+    await broker.catch_up("events", limit=100)
+    answer = broker.reader_log.end_offsets
+
+    async def unreachable(tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        raise KafkaConnectionError("broker away")
+
+    broker.reader_log.end_offsets = unreachable  # type: ignore[method-assign]
+    await broker.catch_up("events", limit=100)
+    assert broker.reader_log.reads == []
+    broker.reader_log.end_offsets = answer  # type: ignore[method-assign]
+    await broker.catch_up("events", limit=100)
+    assert broker.handled_batches[-1] == [(0, o) for o in range(1, 10)]
