@@ -121,7 +121,7 @@ class Metrics:
         )
         self.holes_read = counter(
             "streamrec_input_holes_read_total",
-            "Input records the Kafka client skipped and the worker read straight from the broker, by topic",
+            "Input records the Kafka client skipped or never delivered, read straight from the broker, by topic",
             ["topic"],
         )
         self.consumer_lag = gauge(
