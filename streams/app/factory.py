@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -127,12 +127,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await events_input.tick(s.topic_events, recommend.wake)
 
     async def catch_up() -> None:  # records left waiting at a partition's end (see Input.catch_up)
-        for agent_input, topic, size in ((items_input, s.topic_items, s.encoder_batch_size),
-                                         (events_input, s.topic_events, s.batch_size)):
-            try:
-                await agent_input.catch_up(topic, size)
-            except Exception:  # the timer must outlive a failed look: the next one tries again
-                log.exception("catching up on %s failed; again in %.0f s", topic, CATCH_UP_S)
+        await items_input.catch_up(s.topic_items, s.encoder_batch_size)
+        await events_input.catch_up(s.topic_events, s.batch_size)
 
     async def commit_handled() -> None:  # what the last batches before a quiet spell handled
         for agent_input in (items_input, events_input):
@@ -156,9 +152,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.agent(items_topic, name="embed_items")(embed_items)
     app.agent(events_topic, name="recommend")(recommend_events)
     app.timer(app.conf.broker_commit_interval)(commit_handled)
-    app.timer(WAKE_S)(wake_waiting)
-    app.timer(CATCH_UP_S)(catch_up)
+    upkeep(app, WAKE_S, wake_waiting)
+    upkeep(app, CATCH_UP_S, catch_up)
     return app
+
+
+def upkeep(app: faust.App, interval_s: float, fun: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fun`` every ``interval_s`` as ``app.timer`` does, but a failed run (the broker away) is logged
+    and the next one comes at the next interval: an exception in a timer would crash the worker."""
+
+    @functools.wraps(fun)
+    async def guarded() -> None:
+        try:
+            await fun()
+        except Exception:
+            log.exception("%s failed; again in %.1f s", fun.__name__, interval_s)
+
+    app.timer(interval_s)(guarded)
 
 
 def waited_s(waiting: Waiting) -> float:
