@@ -289,3 +289,12 @@ async def test_a_look_without_the_brokers_end_offsets_reads_nothing_and_the_next
     broker.reader_log.end_offsets = answer  # type: ignore[method-assign]
     await broker.catch_up("events", limit=100)
     assert broker.handled_batches[-1] == [(0, o) for o in range(1, 10)]
+
+
+async def test_a_batch_leaves_out_a_partition_taken_away_before_it_came() -> None:
+    broker = BrokerLog({P0: 4, P1: 4}, committed={})
+    await broker._handle([record(P0, 0), record(P1, 0)], 0)
+    await broker.app.revoke(P1)  # a rebalance gave P1 to another worker; its events were already taken
+    await broker._handle([record(P1, 2), record(P0, 1), record(P1, 3)], 0)
+    assert broker.handled_batches[-1] == [(0, 1)], "P1's events are its new owner's: not listed twice"
+    assert broker.reader_log.reads == [] and broker.next == {P0: 2}

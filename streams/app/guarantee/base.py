@@ -102,7 +102,10 @@ class Guarantee(ABC):
     async def ready(self, tp: TopicPartition) -> bool:
         """Wait until ``tp``'s output can be published and its committed offset is final for this worker
         (no earlier owner can move it); False if ``tp`` was taken away meanwhile."""
-        return True  # nothing to wait for unless the output commits the offsets
+        # Nothing to wait for unless the output commits the offsets. A partition no longer held is not
+        # handled: its events, taken before a rebalance, are its new owner's (handling them here too
+        # would list them twice, and could write a user's state after the new owner's).
+        return tp in self.assignment()
 
     @abstractmethod
     async def publish(
