@@ -216,11 +216,8 @@ class Input:
                 last, self._checked[tp] = self._checked.get(tp), (start, end)
                 if busy or start >= end or last != (start, end) or self._barren.get(tp) == end:
                     continue  # batches came, or nothing waits, or it came since the last call, or only markers
-                got = await self.reader.read(tp, start, end, limit)
+                got = await self._fill(tp, start, end, limit)
                 if got:
-                    log.warning("%s[%d]: offsets %d-%d waited undelivered for %.0f s or more; read %d records from "
-                                "the broker", tp.topic, tp.partition, start, got[-1].offset, CATCH_UP_S, len(got))
-                    self.on_hole(tp.topic, len(got))
                     batch += got
                 else:
                     self._barren[tp] = end
@@ -267,11 +264,11 @@ class Input:
         self._stopped = True  # a timer's tick or catch_up after the agent ended would start the reader again
         await self.reader.stop()
 
-    async def _fill(self, tp: TopicPartition, start: int, end: int) -> list[Record]:
-        """The records at offsets ``start`` to ``end - 1`` of ``tp``, read from the broker."""
-        got = await self.reader.read(tp, start, end)
+    async def _fill(self, tp: TopicPartition, start: int, end: int, limit: int | None = None) -> list[Record]:
+        """The records at offsets ``start`` to ``end - 1`` of ``tp`` (the first ``limit``), read from the broker."""
+        got = await self.reader.read(tp, start, end, limit)
         if got:
             log.warning("%s[%d]: offsets %d-%d were not delivered; read %d records from the broker",
-                        tp.topic, tp.partition, start, end - 1, len(got))
+                        tp.topic, tp.partition, start, got[-1].offset, len(got))
             self.on_hole(tp.topic, len(got))
         return got
