@@ -46,15 +46,22 @@ def worker(
 def demo(
     limit: int = typer.Option(0, help="Stream only the first N ratings (0 = all 100,004)"),
     encoder: str = typer.Option("", help="'triton' or 'local' (default: STREAMREC_ENCODER)"),
-    rate: float = typer.Option(
-        600.0, help="Offered load in events/s (0 = as fast as the producer goes); one worker here does ~1,300 flat out"
+    rate: str = typer.Option(
+        "auto", help="Offered load: 'auto' (paced to what the worker keeps up with, a p99 goal of 500 ms), "
+        "N events/s, or 0 (as fast as the producer goes)"
     ),
     show: int = typer.Option(3, help="How many users' lists to print"),
 ) -> None:
     """Stream MovieLens through local Kafka (+ Triton) and a worker; show lists and latency."""
     from streams.demo.run import run_demo
 
-    run_demo(limit=limit or None, encoder=encoder or None, rate=rate, show=show)
+    try:
+        offered = None if rate == "auto" else float(rate)
+    except ValueError:
+        raise typer.BadParameter(f"{rate!r} is not 'auto' or a number of events/s", param_hint="--rate") from None
+    if offered is not None and not offered >= 0:
+        raise typer.BadParameter(f"{rate!r}: events/s cannot be negative", param_hint="--rate")
+    run_demo(limit=limit or None, encoder=encoder or None, rate=offered, show=show)
 
 
 def main() -> None:

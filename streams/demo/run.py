@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from streams.contracts import Recommendation
 from streams.demo.movielens import MovieLens, load_movielens
+from streams.demo.pace import Pacer
 from streams.harness import RecommendationCollector, WorkerProcess, create_app_topics, produce, run_names
 from streams.local.kafka import KafkaBroker, ensure_jars, free_port
 from streams.local.kafka import local_home as kafka_home
@@ -82,7 +84,8 @@ def local_triton(settings: Settings) -> Iterator[None]:
             server.stop()
 
 
-def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> None:
+def run_demo(limit: int | None, encoder: str | None, rate: float | None, show: int) -> None:
+    """``rate``: events/s offered (0: as fast as the producer goes; None: paced by a :class:`Pacer`)."""
     # A consumer that starts right after its topic was created gets one retried
     # NotLeaderForPartition from the broker; aiokafka logs it as an error. Keep the demo readable.
     logging.getLogger("aiokafka.consumer.fetcher").setLevel(logging.CRITICAL)
@@ -106,7 +109,7 @@ def run_demo(limit: int | None, encoder: str | None, rate: float, show: int) -> 
         asyncio.run(_stream(settings, data, rate, show))
 
 
-async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -> None:
+async def _stream(settings: Settings, data: MovieLens, rate: float | None, show: int) -> None:
     kafka = KafkaConnection.from_settings(settings)
     await create_app_topics(settings)
     log_path = settings.data_dir / "worker.log"
@@ -135,15 +138,23 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
                 sent[data.events[i].event_id] = t
                 progress.advance(task)
 
+            pacer = Pacer() if rate is None else None
+            offered = (lambda: pacer.rate) if pacer is not None else (rate or 0.0)
             start = time.time()
             producing = asyncio.create_task(
-                produce(kafka, settings.topic_events, ((e.user_id, e) for e in data.events), on_sent, rate)
+                produce(kafka, settings.topic_events, ((e.user_id, e) for e in data.events), on_sent, offered)
             )
             while len(collector.received) < len(data.events):
                 if worker.proc is not None and worker.proc.poll() is not None:
                     raise RuntimeError(f"worker died:\n{worker.log_tail()}")
                 if producing.done():
                     producing.result()
+                if pacer is not None and not producing.done():
+                    now = time.time()
+                    lat = _latencies(collector.received, sent, now - pacer.interval_s)
+                    pacer.update(now, len(sent), len(collector.received),
+                                 float(np.percentile(lat, 99)) if len(lat) else None)
+                    progress.update(task, live=f"offering {pacer.rate:,.0f} events/s")
                 progress.update(done, completed=len(collector.received), live=_live(collector.received, sent))
                 await asyncio.sleep(0.2)
             progress.update(done, completed=len(collector.received), live=_live(collector.received, sent))
@@ -152,7 +163,11 @@ async def _stream(settings: Settings, data: MovieLens, rate: float, show: int) -
     finally:
         await collector.stop()
         worker.stop()
-    _report(settings, data, collector.received, sent, elapsed, rate, show, worker.status_url)
+    if pacer is not None:  # how the rate moved, beside the worker's log
+        rows = [{"t_s": round(t - start, 2), "rate": round(r, 1), "backlog": b, "p99_ms": p99 and round(p99, 1)}
+                for t, r, b, p99 in pacer.history]
+        (settings.data_dir / "pacing.json").write_text(json.dumps(rows))
+    _report(settings, data, collector.received, sent, elapsed, _offered(rate, sent, pacer), show, worker.status_url)
 
 
 def _progress() -> Progress:
@@ -160,6 +175,21 @@ def _progress() -> Progress:
         TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[live]}"), console=console,
     )
+
+
+def _latencies(received: list[tuple[float, Recommendation]], sent: dict[str, float], since: float) -> list[float]:
+    """The latencies in ms (event produced -> list consumed) of the lists received since ``since`` (of the
+    last 5,000)."""
+    return [1000.0 * (t - sent[r.event_id]) for t, r in received[-5000:] if t >= since and r.event_id in sent]
+
+
+def _offered(rate: float | None, sent: dict[str, float], pacer: Pacer | None) -> str:
+    """The offered load, as the run summary shows it."""
+    if pacer is None:
+        return f"{rate:,.0f} events/s" if rate else "as fast as possible"
+    span = max(sent.values()) - min(sent.values()) if len(sent) > 1 else 0.0
+    mean = f"{len(sent) / span:,.0f} events/s on average, " if span > 0 else ""
+    return f"paced to the worker: {mean}{pacer.rate:,.0f} at the end (p99 goal {pacer.goal_ms:,.0f} ms)"
 
 
 def _live(received: list[tuple[float, Recommendation]], sent: dict[str, float], window_s: float = 5.0) -> str:
@@ -174,9 +204,9 @@ def _live(received: list[tuple[float, Recommendation]], sent: dict[str, float], 
     if not received:
         return ""
     end = received[-1][0]
-    recent = [(t, r) for t, r in received[-5000:] if t >= end - window_s]
-    span = max(end - recent[0][0], 1e-9) if len(recent) > 1 else window_s
-    lat = [1000.0 * (t - sent[r.event_id]) for t, r in recent if r.event_id in sent]
+    recent = [t for t, _ in received[-5000:] if t >= end - window_s]
+    span = max(end - recent[0], 1e-9) if len(recent) > 1 else window_s
+    lat = _latencies(received, sent, end - window_s)
     if not lat:
         return f"{len(recent) / span:,.0f} lists/s"
     p50, p99 = np.percentile(lat, [50, 99])
@@ -189,7 +219,7 @@ def _report(
     received: list[tuple[float, Recommendation]],
     sent: dict[str, float],
     elapsed: float,
-    rate: float,
+    offered: str,
     show: int,
     status_url: str,
 ) -> None:
@@ -221,7 +251,7 @@ def _report(
     summary.add_row("events", f"{len(data.events):,}")
     summary.add_row("recommendation lists", f"{len(received):,} ({duplicates} duplicates)")
     summary.add_row("policy / K", f"{settings.policy} / {settings.k}")
-    summary.add_row("offered load", f"{rate:,.0f} events/s" if rate > 0 else "as fast as possible")
+    summary.add_row("offered load", offered)
     summary.add_row("throughput", f"{len(received) / elapsed:,.0f} events/s")
     summary.add_row("latency p50 (produced -> consumed)", f"{np.percentile(latencies, 50):,.1f} ms")
     summary.add_row("latency p99", f"{np.percentile(latencies, 99):,.1f} ms")

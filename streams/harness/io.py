@@ -18,25 +18,32 @@ async def produce(
     topic: str,
     messages: Iterable[tuple[str, BaseModel | bytes]],
     on_sent: Callable[[int, float], None] | None = None,
-    rate: float = 0.0,
+    rate: float | Callable[[], float] = 0.0,
     linger_ms: int = 5,
 ) -> int:
     """Send ``(key, message)`` pairs, keyed as the contract says; ``rate`` > 0 paces events/s.
 
-    ``on_sent(i, t)`` is called with the index of each message and the wall-clock time it was handed
-    to the producer. ``kafka``: a connection, or bootstrap servers for a plaintext one.
+    ``rate`` may be a function, asked before each message (the demo's :class:`~streams.demo.pace.Pacer`);
+    a fixed rate is kept on average (sends that fell behind catch up), a changing one from where it
+    stands (at most a tenth of a second is caught up). ``on_sent(i, t)`` is called with the index of
+    each message and the wall-clock time it was handed to the producer. ``kafka``: a connection, or
+    bootstrap servers for a plaintext one.
     """
     producer = AIOKafkaProducer(**as_connection(kafka).aiokafka(), linger_ms=linger_ms, max_batch_size=256 * 1024)
     await producer.start()
     n = 0
-    start = time.perf_counter()
+    due = time.perf_counter()  # when the next message is due
     try:
         pending = []
         for key, message in messages:
-            if rate > 0:
-                delay = start + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            per_s = rate() if callable(rate) else rate
+            if per_s > 0:
+                now = time.perf_counter()
+                if callable(rate):
+                    due = max(due, now - 0.1)
+                if due > now:
+                    await asyncio.sleep(due - now)
+                due += 1.0 / per_s
             value = message if isinstance(message, bytes) else encode(message)
             pending.append(await producer.send(topic, value=value, key=key.encode()))
             if on_sent is not None:

@@ -12,7 +12,7 @@ CORE = ["streams.contracts", "streams.interest", "streams.retrieval", "streams.r
         "streams.cli.evaluate",
         "streams.explore", "streams.feedback", "streams.learning", "streams.ranking", "streams.bench.rerank",
         "streams.bench.core", "streams.bench.snapshot", "streams.build",
-        "streams.demo.movielens", "encoders"]
+        "streams.demo.movielens", "streams.demo.pace", "encoders"]
 
 
 @pytest.mark.parametrize("module", CORE)
