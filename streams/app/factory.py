@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         app.task(follower.run)
     app.agent(items_topic, name="embed_items")(embed_items)
     app.agent(events_topic, name="recommend")(recommend_events)
-    app.timer(app.conf.broker_commit_interval)(commit_handled)
+    upkeep(app, app.conf.broker_commit_interval, commit_handled)
     upkeep(app, WAKE_S, wake_waiting)
     upkeep(app, CATCH_UP_S, catch_up)
     return app
