@@ -19,19 +19,21 @@ class Pacer:
     """The rate to offer, adjusted every :attr:`interval_s` from what was sent and answered.
 
     >>> p = Pacer(start=100.0)
-    >>> p.update(now=1.0, sent=100, answered=100, p99_ms=40.0)  # keeping up: grow quickly
-    125.0
-    >>> p.update(now=2.0, sent=225, answered=210, p99_ms=900.0)  # behind: back off below what was answered
-    88.0
-    >>> p.update(now=3.0, sent=313, answered=311, p99_ms=60.0)  # quickly up to a little below where it fell behind
+    >>> p.update(now=1.0, sent=100, answered=0, p99_ms=None)  # no list yet: the worker is warming up
     100.0
-    >>> p.update(now=4.0, sent=413, answered=413, p99_ms=60.0)  # and slowly from there
+    >>> p.update(now=2.0, sent=100, answered=100, p99_ms=40.0)  # keeping up: grow quickly
+    125.0
+    >>> p.update(now=3.0, sent=225, answered=210, p99_ms=900.0)  # behind: back off below what was answered
+    88.0
+    >>> p.update(now=4.0, sent=313, answered=311, p99_ms=60.0)  # quickly up to a little below where it fell behind
+    100.0
+    >>> p.update(now=5.0, sent=413, answered=413, p99_ms=60.0)  # and slowly from there
     102.0
-    >>> p.update(now=5.0, sent=515, answered=415, p99_ms=None)  # a stall: wait for it to pass
+    >>> p.update(now=6.0, sent=515, answered=415, p99_ms=None)  # a stall: wait for it to pass
     10.0
-    >>> p.update(now=6.0, sent=525, answered=525, p99_ms=450.0)  # its queue drains: hold
+    >>> p.update(now=7.0, sent=525, answered=525, p99_ms=450.0)  # its queue drains: hold
     10.0
-    >>> p.update(now=7.0, sent=535, answered=535, p99_ms=50.0), p.threshold  # then quickly back
+    >>> p.update(now=8.0, sent=535, answered=535, p99_ms=50.0), p.threshold  # then quickly back
     (12.5, 100.0)
     """
 
@@ -70,6 +72,9 @@ class Pacer:
             return self.rate
         self._last = (now, answered)
         backlog = sent - answered
+        if not answered:  # the first list carries the worker's warm-up: nothing to judge it by yet
+            self.history.append((now, self.rate, backlog, p99_ms))
+            return self.rate
         behind = backlog > self.rate * self.goal_ms / 1000 or (p99_ms is not None and p99_ms > self.goal_ms)
         answered_rate = (answered - answered_then) / (now - then)
         if behind and answered_rate < self.rate:  # (not while a queue drains faster than events come)

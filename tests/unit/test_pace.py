@@ -10,16 +10,17 @@ from streams.demo.pace import Pacer
 
 def simulate(
     capacity: float, seconds: float = 150.0, dt: float = 0.05, base_ms: float = 30.0,
-    stall: tuple[float, float] | None = None,
+    stall: tuple[float, float] | None = None, warmup_s: float = 0.0,
 ) -> tuple[Pacer, list[tuple[float, float, float]]]:
-    """Offer ``pacer.rate`` to a worker that answers ``capacity`` events/s in order (none while stalled),
+    """Offer ``pacer.rate`` to a worker that answers ``capacity`` events/s in order (none while stalled or
+    warming up),
     updating the pacer as the demo does; per step (time, rate, latency in ms of what was answered)."""
     pacer = Pacer()
     t = queue = sent = answered = 0.0
     steps: list[tuple[float, float, float]] = []
     while t < seconds:
         t += dt
-        serving = 0.0 if stall and stall[0] <= t < stall[1] else capacity
+        serving = 0.0 if (stall and stall[0] <= t < stall[1]) or t < warmup_s else capacity
         sent += pacer.rate * dt
         queue += pacer.rate * dt
         served = min(queue, serving * dt)
@@ -53,3 +54,9 @@ def test_a_stall_backs_off_to_the_floor_and_recovers_quickly() -> None:
 def test_a_fixed_slow_worker_is_not_offered_more_than_it_answers() -> None:
     _, steps = simulate(40.0, seconds=120.0)
     assert np.mean([rate for t, rate, _ in steps if t > 60]) <= 40.0
+
+
+def test_the_first_list_s_wait_is_warm_up_not_a_stall() -> None:
+    pacer, steps = simulate(600.0, seconds=20.0, warmup_s=2.5)
+    assert {rate for t, rate, _ in steps if t < 2.5} == {pacer.start}  # held while no list came
+    assert min(rate for _, rate, _ in steps) > pacer.floor
