@@ -13,8 +13,8 @@ def simulate(
     stall: tuple[float, float] | None = None, warmup_s: float = 0.0,
 ) -> tuple[Pacer, list[tuple[float, float, float]]]:
     """Offer ``pacer.rate`` to a worker that answers ``capacity`` events/s in order (none while stalled or
-    warming up),
-    updating the pacer as the demo does; per step (time, rate, latency in ms of what was answered)."""
+    warming up), updating the pacer as the demo does; per step (time, rate, latency in ms of what was
+    answered)."""
     pacer = Pacer()
     t = queue = sent = answered = 0.0
     steps: list[tuple[float, float, float]] = []
