@@ -62,14 +62,16 @@ class Pacer:
     def __post_init__(self) -> None:
         self.rate = self.start
 
+    def due(self, now: float) -> bool:
+        """Whether an interval has passed since the last change, so that :meth:`update` would act."""
+        return self._last is None or now - self._last[0] >= self.interval_s
+
     def update(self, now: float, sent: int, answered: int, p99_ms: float | None) -> float:
         """The rate after an interval that ended at ``now`` (seconds) with ``sent`` events sent and
         ``answered`` of them listed so far, and ``p99_ms`` the p99 latency of its lists (None: none came)."""
-        if self._last is None:
-            self._last = (now - self.interval_s, 0)
-        then, answered_then = self._last
-        if now - then < self.interval_s:
+        if not self.due(now):
             return self.rate
+        then, answered_then = self._last if self._last is not None else (now - self.interval_s, 0)
         self._last = (now, answered)
         backlog = sent - answered
         if not answered:  # the first list carries the worker's warm-up: nothing to judge it by yet

@@ -149,8 +149,7 @@ async def _stream(settings: Settings, data: MovieLens, rate: float | None, show:
                     raise RuntimeError(f"worker died:\n{worker.log_tail()}")
                 if producing.done():
                     producing.result()
-                if pacer is not None and not producing.done():
-                    now = time.time()
+                if pacer is not None and not producing.done() and pacer.due(now := time.time()):
                     lat = _latencies(collector.received, sent, now - pacer.interval_s)
                     pacer.update(now, len(sent), len(collector.received),
                                  float(np.percentile(lat, 99)) if len(lat) else None)
